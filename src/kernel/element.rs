@@ -1,0 +1,152 @@
+//! `Element`: the per-row vector operations every kernel is built from, with
+//! portable scalar defaults; f32 and f64 may override them with SIMD.
+
+use num_traits::Float;
+use std::fmt::Debug;
+
+/// A floating-point type the kernels run on (f32 or f64).
+///
+/// Each method works on whole rows; all slices passed together have the same
+/// length (the caller guarantees it, the defaults zip and so never index out
+/// of bounds). Sums are returned in f64 so that their error does not grow
+/// with the row length for f32 data.
+pub trait Element: Float + Debug + Default + Send + Sync + 'static {
+    /// Converts from f64, rounding to nearest.
+    fn of(v: f64) -> Self;
+
+    /// The largest value of `x`; `-inf` for an empty or fully masked row.
+    fn row_max(x: &[Self]) -> Self {
+        x.iter().fold(Self::neg_infinity(), |m, &v| m.max(v))
+    }
+
+    /// `out_i = exp((x_i - m) * inv_t)`; returns `Σ out_i`.
+    fn exp_shifted(x: &[Self], m: Self, inv_t: Self, out: &mut [Self]) -> f64 {
+        let mut acc = Lanes::default();
+        for (o, &v) in out.iter_mut().zip(x) {
+            let e = ((v - m) * inv_t).exp();
+            *o = e;
+            acc.add(e.to_f64().unwrap_or(0.0));
+        }
+        acc.sum()
+    }
+
+    /// `Σ exp((x_i - m) * inv_t)`, writing nothing.
+    fn sum_exp_shifted(x: &[Self], m: Self, inv_t: Self) -> f64 {
+        let mut acc = Lanes::default();
+        for &v in x {
+            acc.add(((v - m) * inv_t).exp().to_f64().unwrap_or(0.0));
+        }
+        acc.sum()
+    }
+
+    /// `out_i = (x_i - m) * inv_t - lse`.
+    fn log_shifted(x: &[Self], m: Self, inv_t: Self, lse: Self, out: &mut [Self]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = (v - m) * inv_t - lse;
+        }
+    }
+
+    /// `out_i *= c`.
+    fn scale(out: &mut [Self], c: Self) {
+        for o in out {
+            *o = *o * c;
+        }
+    }
+
+    /// `Σ a_i b_i`.
+    fn dot(a: &[Self], b: &[Self]) -> f64 {
+        let mut acc = Lanes::default();
+        for (&x, &y) in a.iter().zip(b) {
+            acc.add((x * y).to_f64().unwrap_or(0.0));
+        }
+        acc.sum()
+    }
+
+    /// `Σ a_i`.
+    fn sum(a: &[Self]) -> f64 {
+        let mut acc = Lanes::default();
+        for &x in a {
+            acc.add(x.to_f64().unwrap_or(0.0));
+        }
+        acc.sum()
+    }
+
+    /// `Σ exp(l_i) g_i`: ⟨g, s⟩ from log-probabilities.
+    fn dot_exp(l: &[Self], g: &[Self]) -> f64 {
+        let mut acc = Lanes::default();
+        for (&x, &y) in l.iter().zip(g) {
+            acc.add((x.exp() * y).to_f64().unwrap_or(0.0));
+        }
+        acc.sum()
+    }
+
+    /// Softmax VJP: `out_j = c * s_j * (g_j - d)`.
+    fn vjp(s: &[Self], g: &[Self], d: Self, c: Self, out: &mut [Self]) {
+        for ((o, &sj), &gj) in out.iter_mut().zip(s).zip(g) {
+            *o = c * sj * (gj - d);
+        }
+    }
+
+    /// Softmax VJP in place, `s` held in `out`: `out_j = c * out_j * (g_j - d)`.
+    fn vjp_in_place(out: &mut [Self], g: &[Self], d: Self, c: Self) {
+        for (o, &gj) in out.iter_mut().zip(g) {
+            *o = c * *o * (gj - d);
+        }
+    }
+
+    /// Log-softmax VJP: `out_j = c * (g_j - exp(l_j) * sg)`.
+    fn log_vjp(l: &[Self], g: &[Self], sg: Self, c: Self, out: &mut [Self]) {
+        for ((o, &lj), &gj) in out.iter_mut().zip(l).zip(g) {
+            *o = c * (gj - lj.exp() * sg);
+        }
+    }
+
+    /// `out_j = a * s_j`.
+    fn scaled(s: &[Self], a: Self, out: &mut [Self]) {
+        for (o, &sj) in out.iter_mut().zip(s) {
+            *o = a * sj;
+        }
+    }
+
+    /// `out_j = a * exp(l_j)`.
+    fn scaled_exp(l: &[Self], a: Self, out: &mut [Self]) {
+        for (o, &lj) in out.iter_mut().zip(l) {
+            *o = a * lj.exp();
+        }
+    }
+}
+
+impl Element for f32 {
+    fn of(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl Element for f64 {
+    fn of(v: f64) -> Self {
+        v
+    }
+}
+
+/// Four independent f64 accumulators: breaks the add dependency chain and
+/// keeps the rounding error of long sums small.
+#[derive(Default)]
+struct Lanes {
+    lane: [f64; 4],
+    next: usize,
+}
+
+impl Lanes {
+    #[inline]
+    fn add(&mut self, v: f64) {
+        if let Some(l) = self.lane.get_mut(self.next) {
+            *l += v;
+        }
+        self.next = (self.next + 1) & 3;
+    }
+
+    fn sum(&self) -> f64 {
+        let [a, b, c, d] = self.lane;
+        (a + b) + (c + d)
+    }
+}

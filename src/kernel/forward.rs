@@ -1,0 +1,52 @@
+//! Forward pass: softmax and log-softmax over the last axis.
+
+use super::{check_same, for_rows, Element, Exec, Form, KernelError};
+use ndarray::{ArrayView2, ArrayViewMut2, Zip};
+
+/// Writes softmax(x · inv_t) (or log-softmax) of every row of `x` into `out`.
+///
+/// `-inf` entries are masked (probability 0); a fully masked row gives all
+/// zeros (log: all `-inf`). Callers reject NaN and `+inf` beforehand.
+pub fn forward<F: Element>(
+    x: ArrayView2<'_, F>,
+    mut out: ArrayViewMut2<'_, F>,
+    inv_t: F,
+    form: Form,
+    exec: Exec,
+) -> Result<(), KernelError> {
+    check_same("logits", &x, &out)?;
+    check_same("output", &out, &x)?;
+    let zip = Zip::from(x.rows()).and(out.rows_mut());
+    for_rows!(exec, zip, |x, mut o| {
+        if let (Some(x), Some(o)) = (x.as_slice(), o.as_slice_mut()) {
+            match form {
+                Form::Probs => softmax_row(x, inv_t, o),
+                Form::LogProbs => log_softmax_row(x, inv_t, o),
+            }
+        }
+    });
+    Ok(())
+}
+
+/// One row of softmax: max, then exp and sum, then scale, each pass over a
+/// row that stays in cache.
+pub(crate) fn softmax_row<F: Element>(x: &[F], inv_t: F, out: &mut [F]) {
+    let m = F::row_max(x);
+    if m == F::neg_infinity() {
+        out.fill(F::zero());
+        return;
+    }
+    let sum = F::exp_shifted(x, m, inv_t, out);
+    F::scale(out, F::of(1.0 / sum));
+}
+
+/// One row of log-softmax, as `(x - m)·inv_t - log Σ exp(...)`, never `log(s)`.
+pub(crate) fn log_softmax_row<F: Element>(x: &[F], inv_t: F, out: &mut [F]) {
+    let m = F::row_max(x);
+    if m == F::neg_infinity() {
+        out.fill(F::neg_infinity());
+        return;
+    }
+    let lse = F::of(F::sum_exp_shifted(x, m, inv_t).ln());
+    F::log_shifted(x, m, inv_t, lse, out);
+}

@@ -1,0 +1,94 @@
+//! Pure softmax math over ndarray views: no async, no protobuf, no allocation
+//! beyond what the caller passes in.
+//!
+//! Every operation works on `[rows, k]` arrays in standard (row-major) layout,
+//! one softmax per row, and writes into a caller-provided output.
+
+mod backward;
+mod cross_entropy;
+mod element;
+mod forward;
+mod jacobian;
+
+pub use backward::{backward, backward_from_logits};
+pub use cross_entropy::{cross_entropy, Target};
+pub use element::Element;
+pub use forward::forward;
+pub use jacobian::{jacobian, jacobian_from_logits};
+
+/// Where a kernel call runs its rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exec {
+    /// On the calling thread, row after row.
+    Inline,
+    /// Split over rows on the global rayon pool.
+    Pool,
+}
+
+/// What the kernel refuses: only shape disagreements between its arguments,
+/// which the service layer rules out before calling.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KernelError {
+    #[error("{what}: shape {got:?} does not match {want:?}")]
+    Shape {
+        what: &'static str,
+        got: Vec<usize>,
+        want: Vec<usize>,
+    },
+    #[error("{0}: arrays must be in standard (row-major, contiguous) layout")]
+    Layout(&'static str),
+    #[error("labels: {got} labels for {rows} rows")]
+    Labels { got: usize, rows: usize },
+}
+
+/// Softmax (`Probs`) or log-softmax (`LogProbs`): which function a call is about,
+/// and so how its `s` argument is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    Probs,
+    LogProbs,
+}
+
+/// Runs `$body` for each row tuple of `$zip`, inline or on the rayon pool.
+macro_rules! for_rows {
+    ($exec:expr, $zip:expr, $body:expr) => {
+        match $exec {
+            $crate::kernel::Exec::Inline => $zip.for_each($body),
+            $crate::kernel::Exec::Pool => $zip.par_for_each($body),
+        }
+    };
+}
+pub(crate) use for_rows;
+
+pub(crate) fn check_same<A, B, D: ndarray::Dimension>(
+    what: &'static str,
+    a: &ndarray::ArrayBase<A, D>,
+    want: &ndarray::ArrayBase<B, D>,
+) -> Result<(), KernelError>
+where
+    A: ndarray::Data,
+    B: ndarray::RawData,
+{
+    if !a.is_standard_layout() {
+        return Err(KernelError::Layout(what));
+    }
+    if a.shape() != want.shape() {
+        return Err(KernelError::Shape {
+            what,
+            got: a.shape().to_vec(),
+            want: want.shape().to_vec(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_layout<S: ndarray::RawData, D: ndarray::Dimension>(
+    what: &'static str,
+    a: &ndarray::ArrayBase<S, D>,
+) -> Result<(), KernelError> {
+    if a.is_standard_layout() {
+        Ok(())
+    } else {
+        Err(KernelError::Layout(what))
+    }
+}
