@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod health_check;
+mod limits;
 pub mod shutdown;
 pub mod telemetry;
 
@@ -82,9 +83,15 @@ pub async fn serve(
             }
             softmax.start_draining();
             let _ = drained_tx.send(());
+            // New calls now get UNAVAILABLE on open connections; close them
+            // (GOAWAY) only once the calls in flight have answered.
+            softmax.idle().await;
         }
     };
     let server = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            limits::over_limit_status,
+        ))
         .initial_stream_window_size(config.http2_stream_window)
         .initial_connection_window_size(config.http2_connection_window)
         .max_frame_size(config.http2_max_frame)
