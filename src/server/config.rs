@@ -59,6 +59,21 @@ pub struct Config {
     #[arg(long, env = "SOFTMAXD_STREAM_CHUNK_BYTES", default_value_t = 4 << 20)]
     pub stream_chunk_bytes: usize,
 
+    /// Calls served at once; beyond it calls fail fast with RESOURCE_EXHAUSTED
+    /// instead of queueing (0: no limit).
+    #[arg(long, env = "SOFTMAXD_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
+    pub max_concurrent_requests: usize,
+
+    /// Tensor bytes (inputs and outputs) that calls in flight may hold;
+    /// beyond it calls fail fast with RESOURCE_EXHAUSTED (0: no limit).
+    #[arg(long, env = "SOFTMAXD_MAX_INFLIGHT_BYTES", default_value_t = 1 << 30)]
+    pub max_inflight_bytes: usize,
+
+    /// Deadline in seconds for calls whose client set none (0: none).
+    /// A client's own grpc-timeout is always honoured.
+    #[arg(long, env = "SOFTMAXD_DEFAULT_TIMEOUT", default_value_t = 60.0, value_parser = non_negative_secs)]
+    pub default_timeout: f64,
+
     /// Log format; levels come from RUST_LOG (default "info").
     #[arg(long, env = "SOFTMAXD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -87,6 +102,11 @@ pub struct Config {
     /// Seconds between HTTP/2 keep-alive pings (0 disables).
     #[arg(long, env = "SOFTMAXD_HTTP2_KEEPALIVE", default_value_t = 30)]
     pub http2_keepalive: u64,
+
+    /// Seconds to wait for a keep-alive ping's answer before closing the
+    /// connection.
+    #[arg(long, env = "SOFTMAXD_HTTP2_KEEPALIVE_TIMEOUT", default_value_t = 20)]
+    pub http2_keepalive_timeout: u64,
 
     /// Set TCP_NODELAY on accepted connections.
     #[arg(long, env = "SOFTMAXD_TCP_NODELAY", default_value_t = true, action = clap::ArgAction::Set)]
@@ -119,6 +139,13 @@ pub struct HealthCheckArgs {
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 3.0, value_parser = positive_secs)]
     pub timeout: f64,
+}
+
+fn non_negative_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v == 0.0 => Ok(v),
+        _ => positive_secs(s),
+    }
 }
 
 fn positive_secs(s: &str) -> Result<f64, String> {

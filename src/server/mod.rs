@@ -42,6 +42,8 @@ pub async fn serve(
         max_message_bytes: config.max_message_bytes,
         parallel_threshold: config.parallel_threshold,
         stream_chunk_bytes: config.stream_chunk_bytes,
+        max_concurrent_requests: config.max_concurrent_requests,
+        max_inflight_bytes: config.max_inflight_bytes,
     });
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in HEALTH_NAMES {
@@ -88,7 +90,14 @@ pub async fn serve(
             softmax.idle().await;
         }
     };
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if config.default_timeout > 0.0 {
+        // Applies to calls without grpc-timeout; tonic always honours the
+        // client's own deadline, dropping the handler (and so cancelling
+        // its pool work) when it passes.
+        builder = builder.timeout(Duration::from_secs_f64(config.default_timeout));
+    }
+    let server = builder
         .layer(tower::util::MapResponseLayer::new(
             limits::over_limit_status,
         ))
@@ -97,6 +106,7 @@ pub async fn serve(
         .max_frame_size(config.http2_max_frame)
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(Some(Duration::from_secs(config.http2_keepalive_timeout)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

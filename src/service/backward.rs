@@ -1,11 +1,12 @@
 //! Backward: the vector-Jacobian product from the Forward output or logits.
 
+use super::run::in_blocks;
 use super::tensor::{decode, decode_same, to_tensor, Decoded, Input, Wire};
 use super::validate::{check_values, inv_temperature, Allow};
 use super::{call::Call, Error, Softmax};
 use crate::kernel::{self, Form};
 use crate::proto::v1::{BackwardRequest, BackwardResponse, Tensor};
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{s, ArrayView2, ArrayViewMut2};
 
 /// Which primary tensor a Backward or Jacobian request carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,16 +78,22 @@ impl Softmax {
         check_primary(&x, from, form)?;
         check_values(&g, Allow::FiniteOnly)?;
         self.check_response("grad_logits", x.len(), std::mem::size_of::<F>())?;
-        self.run(x.len(), move |exec| {
+        let _budget = self.reserve(3 * x.len() * std::mem::size_of::<F>())?;
+        self.run(x.len(), move |exec, cancel| {
             let mut out = vec![F::zero(); x.len()];
             let shape = (x.rows, x.k);
             let xv = ArrayView2::from_shape(shape, x.values())?;
             let gv = ArrayView2::from_shape(shape, g.values())?;
-            let ov = ArrayViewMut2::from_shape(shape, &mut out)?;
-            match from {
-                From::Output => kernel::backward(xv, gv, ov, inv_t, form, exec)?,
-                From::Logits => kernel::backward_from_logits(xv, gv, ov, inv_t, form, exec)?,
-            }
+            let mut ov = ArrayViewMut2::from_shape(shape, &mut out)?;
+            in_blocks(x.rows, x.k, cancel, |r| {
+                let (xb, gb) = (xv.slice(s![r.clone(), ..]), gv.slice(s![r.clone(), ..]));
+                let ob = ov.slice_mut(s![r, ..]);
+                match from {
+                    From::Output => kernel::backward(xb, gb, ob, inv_t, form, exec)?,
+                    From::Logits => kernel::backward_from_logits(xb, gb, ob, inv_t, form, exec)?,
+                }
+                Ok(())
+            })?;
             Ok(to_tensor(x.wire_dims(), out, x.encoding))
         })
         .await

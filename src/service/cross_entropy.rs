@@ -1,12 +1,13 @@
 //! CrossEntropy: fused loss and gradient against labels or a target
 //! distribution.
 
+use super::run::in_blocks;
 use super::tensor::{decode, decode_same, to_tensor, Decoded, Input, Wire};
 use super::validate::{check_labels, check_target, check_values, inv_temperature, Allow};
 use super::{call::Call, Error, Softmax};
 use crate::kernel::{self, Target};
 use crate::proto::v1::{CrossEntropyRequest, CrossEntropyResponse, Tensor};
-use ndarray::{ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use ndarray::{s, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
 /// What the loss is taken against, decoded.
 enum Against<F> {
@@ -68,18 +69,41 @@ impl Softmax {
         check_values(&x, Allow::NegInf)?;
         let width = std::mem::size_of::<F>();
         self.check_response("grad_logits", x.len().saturating_add(x.rows), width)?;
-        self.run(x.len(), move |exec| {
+        let inputs = if matches!(against, Against::Dist(_)) {
+            2
+        } else {
+            1
+        };
+        let _budget = self.reserve((inputs + 1) * x.len() * width)?;
+        self.run(x.len(), move |exec, cancel| {
             let shape = (x.rows, x.k);
             let mut loss = vec![F::zero(); x.rows];
             let mut grad = vec![F::zero(); x.len()];
             let xv = ArrayView2::from_shape(shape, x.values())?;
-            let lv = ArrayViewMut1::from(&mut loss[..]);
-            let gv = ArrayViewMut2::from_shape(shape, &mut grad)?;
-            let target = match &against {
-                Against::Labels(l) => Target::Labels(l),
-                Against::Dist(y) => Target::Dist(ArrayView2::from_shape(shape, y.values())?),
+            let mut lv = ArrayViewMut1::from(&mut loss[..]);
+            let mut gv = ArrayViewMut2::from_shape(shape, &mut grad)?;
+            let dist = match &against {
+                Against::Labels(_) => None,
+                Against::Dist(y) => Some(ArrayView2::from_shape(shape, y.values())?),
             };
-            kernel::cross_entropy(xv, target, lv, gv, inv_t, exec)?;
+            in_blocks(x.rows, x.k, cancel, |r| {
+                let target = match (&against, &dist) {
+                    (Against::Labels(l), _) => Target::Labels(l.get(r.clone()).unwrap_or_default()),
+                    (_, Some(y)) => Target::Dist(y.slice(s![r.clone(), ..])),
+                    (Against::Dist(_), None) => {
+                        return Err(Error::Internal("target view missing".into()))
+                    }
+                };
+                let (xb, gb) = (xv.slice(s![r.clone(), ..]), gv.slice_mut(s![r.clone(), ..]));
+                Ok(kernel::cross_entropy(
+                    xb,
+                    target,
+                    lv.slice_mut(s![r]),
+                    gb,
+                    inv_t,
+                    exec,
+                )?)
+            })?;
             Ok((
                 to_tensor(x.batch_dims(), loss, x.encoding),
                 to_tensor(x.wire_dims(), grad, x.encoding),

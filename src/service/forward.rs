@@ -1,11 +1,12 @@
 //! Forward and ForwardStream messages: softmax or log-softmax of the logits.
 
+use super::run::in_blocks;
 use super::tensor::{decode, to_tensor, Decoded, Input, Wire};
 use super::validate::{check_values, inv_temperature, Allow};
 use super::{call::Call, Error, Softmax};
 use crate::kernel::{self, Form};
 use crate::proto::v1::{ForwardRequest, ForwardResponse};
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{s, ArrayView2, ArrayViewMut2};
 
 impl Softmax {
     /// Serves one Forward request.
@@ -37,16 +38,16 @@ impl Softmax {
         let inv_t = inv_temperature::<F>(temperature)?;
         check_values(&x, Allow::NegInf)?;
         self.check_response("output", x.len(), std::mem::size_of::<F>())?;
-        self.run(x.len(), move |exec| {
+        let _budget = self.reserve(2 * x.len() * std::mem::size_of::<F>())?;
+        self.run(x.len(), move |exec, cancel| {
             let mut out = vec![F::zero(); x.len()];
             let shape = (x.rows, x.k);
-            kernel::forward(
-                ArrayView2::from_shape(shape, x.values())?,
-                ArrayViewMut2::from_shape(shape, &mut out)?,
-                inv_t,
-                form,
-                exec,
-            )?;
+            let xv = ArrayView2::from_shape(shape, x.values())?;
+            let mut ov = ArrayViewMut2::from_shape(shape, &mut out)?;
+            in_blocks(x.rows, x.k, cancel, |r| {
+                let (xb, ob) = (xv.slice(s![r.clone(), ..]), ov.slice_mut(s![r, ..]));
+                Ok(kernel::forward(xb, ob, inv_t, form, exec)?)
+            })?;
             Ok(to_tensor(x.wire_dims(), out, x.encoding))
         })
         .await

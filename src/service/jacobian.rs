@@ -2,12 +2,13 @@
 //! message or in chunks of whole vectors computed as the client reads them.
 
 use super::backward::{check_primary, primary, From};
+use super::run::{in_blocks, Cancel};
 use super::tensor::{to_tensor, Decoded, Input, Wire};
 use super::validate::inv_temperature;
 use super::{call::Call, Admission, Error, Softmax};
 use crate::kernel::{self, Exec, Form};
 use crate::proto::v1::{JacobianRequest, JacobianResponse, Tensor};
-use ndarray::{ArrayView2, ArrayViewMut3};
+use ndarray::{s, ArrayView2, ArrayViewMut3};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -40,7 +41,13 @@ impl<F: Wire> Job<F> {
     }
 
     /// The Jacobians of vectors `first..first + n`, as a flat vector.
-    fn compute(&self, first: usize, n: usize, exec: Exec) -> Result<Vec<F>, Error> {
+    fn compute(
+        &self,
+        first: usize,
+        n: usize,
+        exec: Exec,
+        cancel: &Cancel,
+    ) -> Result<Vec<F>, Error> {
         let k = self.x.k;
         let rows = self
             .x
@@ -52,11 +59,15 @@ impl<F: Wire> Job<F> {
             .ok_or_else(|| Error::Internal("jacobian size overflow".into()))?;
         let mut out = vec![F::zero(); len];
         let xv = ArrayView2::from_shape((n, k), rows)?;
-        let ov = ArrayViewMut3::from_shape((n, k, k), &mut out)?;
-        match self.from {
-            From::Output => kernel::jacobian(xv, ov, self.inv_t, self.form, exec)?,
-            From::Logits => kernel::jacobian_from_logits(xv, ov, self.inv_t, self.form, exec)?,
-        }
+        let mut ov = ArrayViewMut3::from_shape((n, k, k), &mut out)?;
+        in_blocks(n, k.saturating_mul(k), cancel, |r| {
+            let (xb, ob) = (xv.slice(s![r.clone(), ..]), ov.slice_mut(s![r, .., ..]));
+            match self.from {
+                From::Output => kernel::jacobian(xb, ob, self.inv_t, self.form, exec)?,
+                From::Logits => kernel::jacobian_from_logits(xb, ob, self.inv_t, self.form, exec)?,
+            }
+            Ok(())
+        })?;
         Ok(out)
     }
 }
@@ -99,9 +110,14 @@ impl Softmax {
     async fn jacobian_as<F: Wire>(&self, job: Job<F>) -> Result<Tensor, Error> {
         let rows = job.x.rows;
         let elements = job.elements(rows).unwrap_or(usize::MAX);
-        self.check_response("jacobian", elements, std::mem::size_of::<F>())?;
-        self.run(elements, move |exec| {
-            let out = job.compute(0, rows, exec)?;
+        let width = std::mem::size_of::<F>();
+        // Even an empty batch must have a representable [k, k] matrix shape.
+        let per_vector = job.elements(1).unwrap_or(usize::MAX);
+        self.check_response("jacobian (one vector)", per_vector, width)?;
+        self.check_response("jacobian", elements, width)?;
+        let _budget = self.reserve((elements + job.x.len()) * width)?;
+        self.run(elements, move |exec, cancel| {
+            let out = job.compute(0, rows, exec, cancel)?;
             let mut shape = job.x.batch_dims();
             shape.extend([job.x.k as u32, job.x.k as u32]);
             Ok(to_tensor(shape, out, job.x.encoding))
@@ -140,10 +156,13 @@ impl Softmax {
             .stream_chunk_bytes
             .min(self.config().max_message_bytes.saturating_sub(1024));
         let per_msg = (target / per_vector.saturating_mul(width).max(1)).max(1);
+        // The input and the messages in the channel and in computation.
+        let budget = self.reserve(job.x.len() * width + 4 * per_msg * per_vector * width)?;
         let service = self.clone();
         let job = Arc::new(job);
         tokio::spawn(async move {
             let _admitted = admitted;
+            let _budget = budget;
             let rows = job.x.rows;
             let mut first = 0;
             // An empty batch still gets one message, so the client learns k.
@@ -152,8 +171,8 @@ impl Softmax {
                 let chunk = Arc::clone(&job);
                 let elements = chunk.elements(n).unwrap_or(usize::MAX);
                 let msg = service
-                    .run(elements, move |exec| {
-                        let out = chunk.compute(first, n, exec)?;
+                    .run(elements, move |exec, cancel| {
+                        let out = chunk.compute(first, n, exec, cancel)?;
                         let k = chunk.x.k as u32;
                         Ok(JacobianResponse {
                             jacobian: Some(to_tensor(vec![n as u32, k, k], out, chunk.x.encoding)),

@@ -26,6 +26,11 @@ pub struct Config {
     pub parallel_threshold: usize,
     /// Target size of one JacobianStream message, in bytes.
     pub stream_chunk_bytes: usize,
+    /// Calls served at once; more fail fast with RESOURCE_EXHAUSTED (0: no limit).
+    pub max_concurrent_requests: usize,
+    /// Tensor bytes (inputs and outputs) held by calls at once; a call that
+    /// would exceed it fails with RESOURCE_EXHAUSTED (0: no limit).
+    pub max_inflight_bytes: usize,
 }
 
 impl Default for Config {
@@ -34,6 +39,8 @@ impl Default for Config {
             max_message_bytes: 64 << 20,
             parallel_threshold: 1 << 16,
             stream_chunk_bytes: 4 << 20,
+            max_concurrent_requests: 0,
+            max_inflight_bytes: 0,
         }
     }
 }
@@ -49,6 +56,17 @@ struct Inner {
     config: Config,
     draining: AtomicBool,
     in_flight: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+/// Bytes of the in-flight budget held by one call until it has answered.
+#[derive(Debug)]
+pub(crate) struct Reservation(Arc<Inner>, usize);
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.0.bytes.fetch_sub(self.1, Ordering::SeqCst);
+    }
 }
 
 /// Held by every admitted call until it has answered: what draining waits for.
@@ -69,6 +87,7 @@ impl Softmax {
                 config,
                 draining: AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
+                bytes: AtomicUsize::new(0),
             }),
         }
     }
@@ -98,13 +117,35 @@ impl Softmax {
     /// Admits a new call, unless the server is draining. Counting first and
     /// checking second means `idle` never misses a call that got in.
     fn admit(&self) -> Result<Admission, Error> {
-        self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
+        let now = self.inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         let admission = Admission(Arc::clone(&self.inner));
+        let limit = self.config().max_concurrent_requests;
         if self.inner.draining.load(Ordering::SeqCst) {
             Err(Error::ShuttingDown)
+        } else if limit > 0 && now > limit {
+            Err(Error::TooLarge(format!(
+                "server busy: {limit} calls already in flight (--max-concurrent-requests); \
+                 retry with backoff"
+            )))
         } else {
             Ok(admission)
         }
+    }
+
+    /// Takes `bytes` from the in-flight byte budget for the rest of a call,
+    /// or fails fast when the budget cannot hold them.
+    fn reserve(&self, bytes: usize) -> Result<Reservation, Error> {
+        let limit = self.config().max_inflight_bytes;
+        let held = self.inner.bytes.fetch_add(bytes, Ordering::SeqCst);
+        let reservation = Reservation(Arc::clone(&self.inner), bytes);
+        if limit > 0 && held.saturating_add(bytes) > limit {
+            return Err(Error::TooLarge(format!(
+                "server busy: this call needs {bytes} bytes of tensor memory and {held} of the \
+                 {limit}-byte budget are in use (--max-inflight-bytes); retry with backoff or \
+                 send fewer vectors per call"
+            )));
+        }
+        Ok(reservation)
     }
 
     /// Fails when a response of `elements` values of `width` bytes would not

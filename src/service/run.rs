@@ -1,9 +1,61 @@
 //! Where kernel work runs: small requests inline on the async worker, large
-//! ones on the rayon pool (parallel over rows) so they never stall I/O.
+//! ones on the rayon pool (parallel over rows) so they never stall I/O, in
+//! row blocks that stop early once the call is gone.
 
 use super::{Error, Softmax};
 use crate::kernel::Exec;
+use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Output elements per block between two cancellation checks: about 1 MiB
+/// of f32, a few hundred microseconds of work.
+const BLOCK_ELEMENTS: usize = 1 << 18;
+
+/// Set when the call that started some work no longer waits for it (its
+/// deadline passed or its client went away).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Sets the flag when dropped: held by the awaiting future, so dropping
+/// the call cancels its pool work.
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0 .0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs `f` on consecutive row blocks of about [`BLOCK_ELEMENTS`] output
+/// elements (`per_row` each), checking `cancel` before every block.
+pub(super) fn in_blocks(
+    rows: usize,
+    per_row: usize,
+    cancel: &Cancel,
+    mut f: impl FnMut(Range<usize>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let step = (BLOCK_ELEMENTS / per_row.max(1)).max(1);
+    let mut start = 0;
+    while start < rows {
+        if cancel.is_set() {
+            return Err(Error::Cancelled(
+                "the call was cancelled or its deadline passed; work stopped".into(),
+            ));
+        }
+        let end = rows.min(start.saturating_add(step));
+        f(start..end)?;
+        start = end;
+    }
+    Ok(())
+}
 
 impl Softmax {
     /// Runs `work` inline below the parallel threshold, else on the pool,
@@ -11,25 +63,27 @@ impl Softmax {
     pub(super) async fn run<T, W>(&self, elements: usize, work: W) -> Result<T, Error>
     where
         T: Send + 'static,
-        W: FnOnce(Exec) -> Result<T, Error> + Send + 'static,
+        W: FnOnce(Exec, &Cancel) -> Result<T, Error> + Send + 'static,
     {
+        let cancel = Cancel::default();
         if elements < self.config().parallel_threshold {
-            return guarded(work, Exec::Inline);
+            return guarded(work, Exec::Inline, &cancel);
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let _guard = CancelOnDrop(cancel.clone());
         rayon::spawn(move || {
             // The receiver is gone only when the call was dropped.
-            let _ = tx.send(guarded(work, Exec::Pool));
+            let _ = tx.send(guarded(work, Exec::Pool, &cancel));
         });
         rx.await
             .map_err(|_| Error::Internal("the worker dropped its result".into()))?
     }
 }
 
-fn guarded<T, W>(work: W, exec: Exec) -> Result<T, Error>
+fn guarded<T, W>(work: W, exec: Exec, cancel: &Cancel) -> Result<T, Error>
 where
-    W: FnOnce(Exec) -> Result<T, Error>,
+    W: FnOnce(Exec, &Cancel) -> Result<T, Error>,
 {
-    catch_unwind(AssertUnwindSafe(|| work(exec)))
+    catch_unwind(AssertUnwindSafe(|| work(exec, cancel)))
         .unwrap_or_else(|_| Err(Error::Internal("kernel panicked".into())))
 }
