@@ -1,5 +1,6 @@
 //! `Element`: the per-row vector operations every kernel is built from, with
-//! portable scalar defaults; f32 and f64 may override them with SIMD.
+//! portable scalar defaults (the reference); f32 and f64 override them with
+//! SIMD in `simd`.
 
 use num_traits::Float;
 use std::fmt::Debug;
@@ -113,18 +114,6 @@ pub trait Element: Float + Debug + Default + Send + Sync + 'static {
         for (o, &lj) in out.iter_mut().zip(l) {
             *o = a * lj.exp();
         }
-    }
-}
-
-impl Element for f32 {
-    fn of(v: f64) -> Self {
-        v as f32
-    }
-}
-
-impl Element for f64 {
-    fn of(v: f64) -> Self {
-        v
     }
 }
 

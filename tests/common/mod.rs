@@ -384,3 +384,82 @@ pub fn spread(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
         })
         .collect()
 }
+
+/// Every operation, both dtypes, rows of many lengths (vector body plus
+/// every tail length) against the reference: for the per-level test files.
+pub fn check_all_ops() {
+    let ks = [
+        1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 100, 257, 1000,
+    ];
+    for (n, &k) in ks.iter().enumerate() {
+        let mut x = spread(2 * k, n as u64, -1e4 - 60.0, -1e4 + 5.0);
+        if k > 3 {
+            x[k / 3] = NEG_INF;
+        }
+        let x = Array2::from_shape_vec((2, k), x).unwrap_or_default();
+        let g = Array2::from_shape_vec((2, k), spread(2 * k, 50 + n as u64, -1.0, 1.0))
+            .unwrap_or_default();
+        let inv_t = f32_exact(1.0 / 1.3);
+        for form in FORMS {
+            let f32_fwd = forward::<f32>(&x, inv_t, form, Exec::Inline);
+            let f64_fwd = forward::<f64>(&x, inv_t, form, Exec::Pool);
+            for (r, xr) in rows(&x).enumerate() {
+                check_forward_row::<f32>("f32", &f32_fwd.row(r).to_vec(), &xr, inv_t, form);
+                check_forward_row::<f64>("f64", &f64_fwd.row(r).to_vec(), &xr, inv_t, form);
+                let gr = g.row(r).to_vec();
+                let want = {
+                    let s = softmax(&xr, inv_t);
+                    match form {
+                        Form::Probs => {
+                            let d = sum(s.iter().zip(&gr).map(|(s, g)| s * g));
+                            s.iter()
+                                .zip(&gr)
+                                .map(|(s, g)| inv_t * s * (g - d))
+                                .collect::<Vec<_>>()
+                        }
+                        Form::LogProbs => {
+                            let sg = sum(gr.iter().copied());
+                            s.iter()
+                                .zip(&gr)
+                                .map(|(s, g)| inv_t * (g - s * sg))
+                                .collect()
+                        }
+                    }
+                };
+                let scale = inv_t * (1.0 + gr.iter().map(|v| v.abs()).sum::<f64>());
+                let b32 = backward::<f32>(&x, &g, inv_t, form, Exec::Inline);
+                let b64 = backward_from_logits::<f64>(&x, &g, inv_t, form, Exec::Inline);
+                assert_close(
+                    "backward f32",
+                    &b32.row(r).to_vec(),
+                    &want,
+                    1e-5,
+                    None,
+                    scale,
+                );
+                assert_close(
+                    "backward f64",
+                    &b64.row(r).to_vec(),
+                    &want,
+                    1e-12,
+                    None,
+                    scale,
+                );
+            }
+        }
+        let labels = [0, (k / 2) as u32];
+        let (loss, grad) = cross_entropy_labels::<f32>(&x, &labels, inv_t, Exec::Inline);
+        for (r, xr) in rows(&x).enumerate() {
+            let (wl, wg) = cross_entropy_row(&xr, &one_hot(k, labels[r] as usize), inv_t);
+            assert_close("ce loss", &[loss[r]], &[wl], 1e-5, None, wl.abs().max(1.0));
+            assert_close(
+                "ce grad",
+                &grad.row(r).to_vec(),
+                &wg,
+                1e-5,
+                None,
+                2.0 * inv_t,
+            );
+        }
+    }
+}
