@@ -102,6 +102,13 @@ pub trait Element: Float + Debug + Default + Send + Sync + 'static {
         }
     }
 
+    /// Log-softmax VJP in place, `l` held in `out`: `out_j = c * (g_j - exp(out_j) * sg)`.
+    fn log_vjp_in_place(out: &mut [Self], g: &[Self], sg: Self, c: Self) {
+        for (o, &gj) in out.iter_mut().zip(g) {
+            *o = c * (gj - o.exp() * sg);
+        }
+    }
+
     /// `out_j = a * s_j`.
     fn scaled(s: &[Self], a: Self, out: &mut [Self]) {
         for (o, &sj) in out.iter_mut().zip(s) {

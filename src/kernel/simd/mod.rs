@@ -106,6 +106,10 @@ macro_rules! simd_element {
                 simd!($t; V => vector::log_vjp::<V>(l, g, sg, c, out); fused => rows::log_vjp(fused, l, g, sg, c, out))
             }
 
+            fn log_vjp_in_place(out: &mut [Self], g: &[Self], sg: Self, c: Self) {
+                simd!($t; V => vector::log_vjp_in_place::<V>(out, g, sg, c); fused => rows::log_vjp_in_place(fused, out, g, sg, c))
+            }
+
             fn scaled(s: &[Self], a: Self, out: &mut [Self]) {
                 simd!($t; V => vector::scaled::<V>(s, a, out); _fused => rows::scaled(s, a, out))
             }

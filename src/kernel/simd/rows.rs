@@ -211,6 +211,13 @@ pub(crate) fn log_vjp<T: Real>(fused: bool, l: &[T], g: &[T], sg: T, c: T, out: 
 }
 
 #[inline(always)]
+pub(crate) fn log_vjp_in_place<T: Real>(fused: bool, out: &mut [T], g: &[T], sg: T, c: T) {
+    for (o, &g) in out.iter_mut().zip(g) {
+        *o = c * (g - T::exp(*o, fused) * sg);
+    }
+}
+
+#[inline(always)]
 pub(crate) fn scaled<T: Real>(s: &[T], a: T, out: &mut [T]) {
     for (o, &s) in out.iter_mut().zip(s) {
         *o = a * s;

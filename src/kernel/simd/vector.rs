@@ -358,6 +358,22 @@ where
 }
 
 #[inline(always)]
+pub(crate) fn log_vjp_in_place<V: Vector>(out: &mut [V::T], g: &[V::T], sg: V::T, c: V::T)
+where
+    V::T: ExpConsts,
+{
+    let (vs, vc) = (V::splat(sg), V::splat(c));
+    update::<V>(
+        out,
+        g,
+        #[inline(always)]
+        |l, g| vc.mul(g.sub(exp(l).mul(vs))),
+        #[inline(always)]
+        |l, g| c * (g - V::T::exp(l, true) * sg),
+    );
+}
+
+#[inline(always)]
 pub(crate) fn scaled<V: Vector>(s: &[V::T], a: V::T, out: &mut [V::T]) {
     let va = V::splat(a);
     map1::<V>(
