@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 
 /// An instruction set the row loops are compiled for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) enum Level {
     /// The target's baseline (SSE2 on x86-64, NEON with FMA on aarch64).
     Portable,
