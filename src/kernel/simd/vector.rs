@@ -51,7 +51,9 @@ fn exp<V: Vector>(z: V) -> V
 where
     V::T: ExpConsts,
 {
-    let zc = z.max(V::splat(V::T::MIN_ARG)).min(V::splat(V::T::MAX_ARG));
+    // No lower clamp: lanes below MIN_ARG (and -inf) may compute garbage,
+    // NaN included, but are replaced by 0 at the end.
+    let zc = z.min(V::splat(V::T::MAX_ARG));
     let shifter = V::splat(V::T::SHIFTER);
     let t = zc.fmadd(V::splat(V::T::LOG2_E), shifter);
     let n = t.sub(shifter);
