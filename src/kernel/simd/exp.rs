@@ -160,6 +160,7 @@ impl Real for f64 {
 
 impl super::vector::ExpConsts for f32 {
     const MIN_ARG: Self = -87.336_55;
+    const LOWEST: Self = -150.0;
     const MAX_ARG: Self = 88.0;
     const SHIFTER: Self = 12_582_912.0;
     const LOG2_E: Self = std::f32::consts::LOG2_E;
@@ -181,6 +182,7 @@ impl super::vector::ExpConsts for f32 {
 
 impl super::vector::ExpConsts for f64 {
     const MIN_ARG: Self = -708.396_418_532_27;
+    const LOWEST: Self = -1100.0;
     const MAX_ARG: Self = 709.0;
     const SHIFTER: Self = 6_755_399_441_055_744.0;
     const LOG2_E: Self = std::f64::consts::LOG2_E;

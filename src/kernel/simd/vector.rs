@@ -28,6 +28,15 @@ pub(crate) trait Vector: Copy {
     fn zero_where_below(self, z: Self, limit: Self) -> Self;
     /// `2^n` from `t = n + SHIFTER` (n an integer held in t's low bits).
     fn pow2_from_shifted(t: Self) -> Self;
+    /// The last step of exp: `p · 2^n` where `n = t - SHIFTER`, and 0 where
+    /// `z < MIN_ARG`. This default builds 2^n in the exponent bits and masks;
+    /// AVX-512 overrides it with `vscalefps`, which underflows to 0 itself.
+    #[inline(always)]
+    fn scale_pow2(p: Self, t: Self, n: Self, z: Self, min_arg: Self) -> Self {
+        let _ = n;
+        p.mul(Self::pow2_from_shifted(t))
+            .zero_where_below(z, min_arg)
+    }
     fn reduce_max(self) -> Self::T;
     /// Sum of the lanes, in f64.
     fn reduce_sum(self) -> f64;
@@ -36,6 +45,8 @@ pub(crate) trait Vector: Copy {
 /// Constants of the exp of `Real`, per lane type.
 pub(crate) trait ExpConsts: Real {
     const MIN_ARG: Self;
+    /// Lower clamp of the argument: 2^round(LOWEST·log2 e) underflows to 0.
+    const LOWEST: Self;
     const MAX_ARG: Self;
     const SHIFTER: Self;
     const LOG2_E: Self;
@@ -51,9 +62,9 @@ fn exp<V: Vector>(z: V) -> V
 where
     V::T: ExpConsts,
 {
-    // No lower clamp: lanes below MIN_ARG (and -inf) may compute garbage,
-    // NaN included, but are replaced by 0 at the end.
-    let zc = z.min(V::splat(V::T::MAX_ARG));
+    // Clamped far enough below MIN_ARG that 2^n underflows to 0 (and -inf
+    // becomes finite): `scale_pow2` gets 0 there by masking or by underflow.
+    let zc = z.max(V::splat(V::T::LOWEST)).min(V::splat(V::T::MAX_ARG));
     let shifter = V::splat(V::T::SHIFTER);
     let t = zc.fmadd(V::splat(V::T::LOG2_E), shifter);
     let n = t.sub(shifter);
@@ -64,8 +75,7 @@ where
     for &c in coeffs {
         p = p.fmadd(r, V::splat(c));
     }
-    let e = p.mul(V::pow2_from_shifted(t));
-    e.zero_where_below(z, V::splat(V::T::MIN_ARG))
+    V::scale_pow2(p, t, n, z, V::splat(V::T::MIN_ARG))
 }
 
 /// Vectors per f32 partial sum before it is folded into f64: each lane adds

@@ -147,6 +147,12 @@ impl Vector for F32x16 {
             _mm512_castsi512_ps(_mm512_slli_epi32::<23>(n))
         })
     }
+    #[inline(always)]
+    fn scale_pow2(p: Self, _t: Self, n: Self, _z: Self, _min_arg: Self) -> Self {
+        // SAFETY: see the module docs. p·2^n, gradual underflow to 0 below
+        // the normal range (n ≥ -217 after the LOWEST clamp).
+        Self(unsafe { _mm512_scalef_ps(p.0, n.0) })
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -193,6 +199,12 @@ impl Vector for F64x8 {
             let n = _mm512_sub_epi64(_mm512_castpd_si512(t.0), _mm512_set1_epi64(SHIFTER - 1023));
             _mm512_castsi512_pd(_mm512_slli_epi64::<52>(n))
         })
+    }
+    #[inline(always)]
+    fn scale_pow2(p: Self, _t: Self, n: Self, _z: Self, _min_arg: Self) -> Self {
+        // SAFETY: see the module docs. p·2^n, gradual underflow to 0 below
+        // the normal range (n ≥ -1587 after the LOWEST clamp).
+        Self(unsafe { _mm512_scalef_pd(p.0, n.0) })
     }
 }
 
