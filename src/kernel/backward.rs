@@ -61,9 +61,7 @@ pub fn backward_from_logits<F: Element>(
                         o.fill(F::zero());
                     } else {
                         let sg = F::of(F::sum(g));
-                        for (oj, &gj) in o.iter_mut().zip(g) {
-                            *oj = inv_t * (gj - oj.exp() * sg);
-                        }
+                        F::log_vjp_in_place(o, g, sg, inv_t);
                     }
                 }
             }

@@ -1,5 +1,6 @@
 //! `Element`: the per-row vector operations every kernel is built from, with
-//! portable scalar defaults; f32 and f64 may override them with SIMD.
+//! portable scalar defaults (the reference); f32 and f64 override them with
+//! SIMD in `simd`.
 
 use num_traits::Float;
 use std::fmt::Debug;
@@ -101,6 +102,13 @@ pub trait Element: Float + Debug + Default + Send + Sync + 'static {
         }
     }
 
+    /// Log-softmax VJP in place, `l` held in `out`: `out_j = c * (g_j - exp(out_j) * sg)`.
+    fn log_vjp_in_place(out: &mut [Self], g: &[Self], sg: Self, c: Self) {
+        for (o, &gj) in out.iter_mut().zip(g) {
+            *o = c * (gj - o.exp() * sg);
+        }
+    }
+
     /// `out_j = a * s_j`.
     fn scaled(s: &[Self], a: Self, out: &mut [Self]) {
         for (o, &sj) in out.iter_mut().zip(s) {
@@ -113,18 +121,6 @@ pub trait Element: Float + Debug + Default + Send + Sync + 'static {
         for (o, &lj) in out.iter_mut().zip(l) {
             *o = a * lj.exp();
         }
-    }
-}
-
-impl Element for f32 {
-    fn of(v: f64) -> Self {
-        v as f32
-    }
-}
-
-impl Element for f64 {
-    fn of(v: f64) -> Self {
-        v
     }
 }
 

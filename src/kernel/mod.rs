@@ -9,6 +9,7 @@ mod cross_entropy;
 mod element;
 mod forward;
 mod jacobian;
+mod simd;
 
 pub use backward::{backward, backward_from_logits};
 pub use cross_entropy::{cross_entropy, Target};

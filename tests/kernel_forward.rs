@@ -1,0 +1,139 @@
+//! Forward (softmax and log-softmax) against the f64 reference, with
+//! temperature, masks, offsets and both execution modes.
+
+mod common;
+
+use common::*;
+use ndarray::{array, Array2};
+use proptest::prelude::*;
+use softmaxd::kernel::{self, Element, Exec, Form, KernelError};
+
+fn check<F: Element>(x: &Array2<f64>, inv_t: f64) {
+    for form in FORMS {
+        for exec in EXECS {
+            let got = forward::<F>(x, inv_t, form, exec);
+            for (r, (g, xr)) in rows(&got).zip(rows(x)).enumerate() {
+                check_forward_row::<F>(&format!("{form:?} {exec:?} row {r}"), &g, &xr, inv_t, form);
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn matches_reference_f32(x in logits(4, 40, true), inv_t in inv_t_strategy()) {
+        check::<f32>(&x, inv_t);
+    }
+
+    #[test]
+    fn matches_reference_f64(x in logits(4, 40, true), inv_t in inv_t_strategy()) {
+        check::<f64>(&x, inv_t);
+    }
+
+    #[test]
+    fn probabilities_sum_to_one(x in logits(3, 300, false), inv_t in inv_t_strategy()) {
+        for s in rows(&forward::<f32>(&x, inv_t, Form::Probs, Exec::Inline)) {
+            prop_assert!((sum(s.iter().copied()) - 1.0).abs() <= 1e-5);
+        }
+        for s in rows(&forward::<f64>(&x, inv_t, Form::Probs, Exec::Inline)) {
+            prop_assert!((sum(s.iter().copied()) - 1.0).abs() <= 1e-13);
+        }
+    }
+
+    #[test]
+    fn shift_invariant(x in logits(2, 30, false), c in -50.0f64..50.0) {
+        // softmax(x + c) = softmax(x): only differences of logits matter.
+        let shifted = x.mapv(|v| v + c);
+        let a = forward::<f64>(&x, 1.0, Form::Probs, Exec::Inline);
+        let b = forward::<f64>(&shifted, 1.0, Form::Probs, Exec::Inline);
+        assert_close("shifted", b.as_slice().unwrap_or(&[]), a.as_slice().unwrap_or(&[]), 1e-12, None, 1.0);
+    }
+}
+
+#[test]
+fn k_one_is_certain() {
+    let x = array![[3.5], [-1e4], [1e4], [NEG_INF]];
+    for exec in EXECS {
+        let s = forward::<f32>(&x, 0.5, Form::Probs, exec);
+        assert_eq!(s, array![[1.0], [1.0], [1.0], [0.0]]);
+        let l = forward::<f64>(&x, 0.5, Form::LogProbs, exec);
+        assert_eq!(l, array![[0.0], [0.0], [0.0], [NEG_INF]]);
+    }
+}
+
+#[test]
+fn large_logits_do_not_overflow() {
+    // The candle regression: [1234, 0] must be [1, 0], not NaN.
+    let x = array![[1234.0, 0.0], [1e4, 1e4 - 1.0], [-1e4, -1e4]];
+    let s = forward::<f32>(&x, 1.0, Form::Probs, Exec::Inline);
+    assert_eq!(s[[0, 0]], 1.0);
+    assert_eq!(s[[0, 1]], 0.0);
+    check::<f32>(&x, 1.0);
+    check::<f64>(&x, 1.0);
+}
+
+#[test]
+fn masks_give_exact_zeros() {
+    let x = array![
+        [1.0, NEG_INF, 2.0, NEG_INF],
+        [NEG_INF; 4],
+        [NEG_INF, NEG_INF, NEG_INF, 7.0]
+    ];
+    for exec in EXECS {
+        let s = forward::<f32>(&x, 2.0, Form::Probs, exec);
+        assert_eq!(s[[0, 1]], 0.0);
+        assert_eq!(s[[0, 3]], 0.0);
+        assert_eq!(s.row(1).to_vec(), vec![0.0; 4]);
+        assert_eq!(s.row(2).to_vec(), vec![0.0, 0.0, 0.0, 1.0]);
+        let l = forward::<f64>(&x, 2.0, Form::LogProbs, exec);
+        assert_eq!(l[[0, 1]], NEG_INF);
+        assert_eq!(l.row(1).to_vec(), vec![NEG_INF; 4]);
+        assert_eq!(l.row(2).to_vec(), vec![NEG_INF, NEG_INF, NEG_INF, 0.0]);
+    }
+    check::<f32>(&x, 2.0);
+    check::<f64>(&x, 2.0);
+}
+
+#[test]
+fn log_softmax_where_softmax_underflows() {
+    // s_0 underflows to 0 in both dtypes, but log s_0 = -2000 is finite.
+    let x = array![[0.0, 2000.0]];
+    let l = forward::<f32>(&x, 1.0, Form::LogProbs, Exec::Inline);
+    assert_eq!(l[[0, 0]], -2000.0);
+    assert_eq!(l[[0, 1]], 0.0);
+}
+
+#[test]
+fn pool_equals_inline_bit_for_bit() {
+    let (r, k) = (64, 333);
+    let x = Array2::from_shape_vec((r, k), spread(r * k, 7, -30.0, 30.0)).unwrap_or_default();
+    for form in FORMS {
+        let a = forward::<f32>(&x, 0.7, form, Exec::Inline);
+        let b = forward::<f32>(&x, 0.7, form, Exec::Pool);
+        assert_eq!(a, b);
+        let a = forward::<f64>(&x, 0.7, form, Exec::Inline);
+        let b = forward::<f64>(&x, 0.7, form, Exec::Pool);
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn empty_batch_is_fine() {
+    let x = Array2::<f64>::zeros((0, 5));
+    assert_eq!(
+        forward::<f32>(&x, 1.0, Form::Probs, Exec::Pool).dim(),
+        (0, 5)
+    );
+}
+
+#[test]
+fn shape_mismatch_is_an_error() {
+    let x = Array2::<f32>::zeros((2, 3));
+    let mut out = Array2::<f32>::zeros((3, 2));
+    let err = kernel::forward(x.view(), out.view_mut(), 1.0, Form::Probs, Exec::Inline);
+    assert!(matches!(err, Err(KernelError::Shape { .. })), "{err:?}");
+    let t = x.t();
+    let mut out = Array2::<f32>::zeros((3, 2));
+    let err = kernel::forward(t, out.view_mut(), 1.0, Form::Probs, Exec::Inline);
+    assert_eq!(err, Err(KernelError::Layout("logits")));
+}
