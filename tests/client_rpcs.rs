@@ -15,7 +15,9 @@ fn values(n: usize, seed: u64) -> Vec<f64> {
     let mut s = seed;
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 11) as f64 / (1u64 << 53) as f64) * 8.0 - 4.0
         })
         .collect()
@@ -33,7 +35,11 @@ async fn forward_of_a_32_mib_request() {
     let server = Server::start().await;
     let client = server.client().await;
     let (rows, k) = (4096, 2048);
-    let x = Array2::from_shape_vec((rows, k), values(rows * k, 1).into_iter().map(|v| v as f32).collect()).unwrap();
+    let x = Array2::from_shape_vec(
+        (rows, k),
+        values(rows * k, 1).into_iter().map(|v| v as f32).collect(),
+    )
+    .unwrap();
     assert!(x.len() * 4 >= 32 << 20);
     let out = client.forward(x.view(), Params::default()).await.unwrap();
     assert_eq!(out.shape(), &[rows, k]);
@@ -51,9 +57,15 @@ async fn jacobian_streams_transparently_when_large() {
     let client = server.client().await;
     // 80 x 512 x 512 f64 = 160 MiB: over the 64 MiB message limit.
     let x = Array2::from_shape_vec((80, 512), values(80 * 512, 2)).unwrap();
-    let err = client.jacobian_with(Source::Logits(x.view()), Params::default(), Some(false)).await.unwrap_err();
+    let err = client
+        .jacobian_with(Source::Logits(x.view()), Params::default(), Some(false))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
-    let j = client.jacobian(Source::Logits(x.view()), Params::default()).await.unwrap();
+    let j = client
+        .jacobian(Source::Logits(x.view()), Params::default())
+        .await
+        .unwrap();
     assert_eq!(j.shape(), &[80, 512, 512]);
     for row in [0, 79] {
         let s = softmax_row(x.row(row).as_slice().unwrap());
@@ -71,9 +83,20 @@ async fn jacobian_streams_transparently_when_large() {
 async fn jacobian_stream_chunks_are_consecutive() {
     let server = Server::start().await;
     let client = server.client().await;
-    let x = Array::from_shape_vec(IxDyn(&[4, 16, 300]), values(4 * 16 * 300, 3).into_iter().map(|v| v as f32).collect())
-        .unwrap();
-    let mut chunks = Box::pin(client.jacobian_stream(Source::Logits(x.view()), Params::default()).await.unwrap());
+    let x = Array::from_shape_vec(
+        IxDyn(&[4, 16, 300]),
+        values(4 * 16 * 300, 3)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
+    )
+    .unwrap();
+    let mut chunks = Box::pin(
+        client
+            .jacobian_stream(Source::Logits(x.view()), Params::default())
+            .await
+            .unwrap(),
+    );
     let mut next = 0u64;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.unwrap();
@@ -88,10 +111,14 @@ async fn jacobian_stream_chunks_are_consecutive() {
 async fn forward_stream_keeps_order_and_ends_on_a_bad_message() {
     let server = Server::start().await;
     let client = server.client().await;
-    let inputs: Vec<ArrayD<f64>> =
-        (1..=20).map(|i| ArrayD::from_shape_vec(IxDyn(&[i, 3 + i]), values(i * (3 + i), i as u64)).unwrap()).collect();
+    let inputs: Vec<ArrayD<f64>> = (1..=20)
+        .map(|i| ArrayD::from_shape_vec(IxDyn(&[i, 3 + i]), values(i * (3 + i), i as u64)).unwrap())
+        .collect();
     let outs: Vec<_> = client
-        .forward_stream(futures::stream::iter(inputs.clone()), Params::default().with_log(true))
+        .forward_stream(
+            futures::stream::iter(inputs.clone()),
+            Params::default().with_log(true),
+        )
         .await
         .unwrap()
         .collect()
@@ -103,9 +130,17 @@ async fn forward_stream_keeps_order_and_ends_on_a_bad_message() {
     let mut bad = inputs[1].clone();
     bad[[0, 0]] = f64::NAN;
     let stream = futures::stream::iter(vec![inputs[0].clone(), bad, inputs[2].clone()]);
-    let outs: Vec<_> = client.forward_stream(stream, Params::default()).await.unwrap().collect().await;
+    let outs: Vec<_> = client
+        .forward_stream(stream, Params::default())
+        .await
+        .unwrap()
+        .collect()
+        .await;
     assert!(outs[0].is_ok());
-    let err = outs.iter().find_map(|r| r.as_ref().err()).expect("an error");
+    let err = outs
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .expect("an error");
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
@@ -114,7 +149,10 @@ async fn cross_entropy_of_one_vector_has_a_scalar_loss() {
     let server = Server::start().await;
     let client = server.client().await;
     let x = ndarray::array![0.0f64, 1.0, 2.0];
-    let res = client.cross_entropy(x.view(), Target::Labels(&[2]), None).await.unwrap();
+    let res = client
+        .cross_entropy(x.view(), Target::Labels(&[2]), None)
+        .await
+        .unwrap();
     assert_eq!(res.loss.shape(), &[] as &[usize]);
     let s = softmax_row(&[0.0, 1.0, 2.0]);
     assert!((res.loss.iter().next().unwrap() + s[2].ln()).abs() < 1e-12);
@@ -127,8 +165,17 @@ async fn any_memory_layout_is_sent_row_major() {
     let client = server.client().await;
     let x = Array2::from_shape_vec((3, 5), values(15, 4)).unwrap();
     let t = x.t();
-    let out = client.forward(t, Params::default().with_temperature(0.5)).await.unwrap();
-    let want = client.forward(t.as_standard_layout().view(), Params::default().with_temperature(0.5)).await.unwrap();
+    let out = client
+        .forward(t, Params::default().with_temperature(0.5))
+        .await
+        .unwrap();
+    let want = client
+        .forward(
+            t.as_standard_layout().view(),
+            Params::default().with_temperature(0.5),
+        )
+        .await
+        .unwrap();
     assert_eq!(out, want);
     assert_eq!(out.shape(), &[5, 3]);
 }
@@ -139,15 +186,28 @@ async fn uniform_upstream_gradient_gives_zero_gradient() {
     let client = server.client().await;
     let x = Array::from_shape_vec(IxDyn(&[3, 2, 5]), values(30, 5)).unwrap();
     let g = ArrayD::from_elem(IxDyn(&[3, 2, 5]), 0.3f64);
-    let out = client.backward(Source::Logits(x.view()), g.view(), Params::default().with_temperature(2.0)).await.unwrap();
+    let out = client
+        .backward(
+            Source::Logits(x.view()),
+            g.view(),
+            Params::default().with_temperature(2.0),
+        )
+        .await
+        .unwrap();
     assert!(out.iter().all(|v| v.abs() < 1e-15));
 }
 
 #[tokio::test]
 async fn unreachable_server_is_unavailable() {
-    let err = Client::connect_with("127.0.0.1:1", ClientOptions { timeout: Some(Duration::from_secs(5)), ..ClientOptions::default() })
-        .await
-        .unwrap_err();
+    let err = Client::connect_with(
+        "127.0.0.1:1",
+        ClientOptions {
+            timeout: Some(Duration::from_secs(5)),
+            ..ClientOptions::default()
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
 }
 
@@ -161,8 +221,14 @@ async fn token_and_deadline_are_sent() {
     };
     let client = server.client_with(options).await;
     let req = client.request(()).unwrap();
-    assert_eq!(req.metadata().get("authorization").unwrap(), "Bearer secret");
+    assert_eq!(
+        req.metadata().get("authorization").unwrap(),
+        "Bearer secret"
+    );
     assert_eq!(req.metadata().get("grpc-timeout").unwrap(), "10000000u");
-    let out = client.forward(ndarray::array![1.0f32, 1.0].view(), Params::default()).await.unwrap();
+    let out = client
+        .forward(ndarray::array![1.0f32, 1.0].view(), Params::default())
+        .await
+        .unwrap();
     assert_eq!(out, ndarray::array![0.5f32, 0.5].into_dyn());
 }

@@ -15,7 +15,10 @@ use std::time::Duration;
 type Outputs<T> = BTreeMap<String, Vec<ArrayD<T>>>;
 
 fn params(case: &Value) -> Params {
-    Params { temperature: case.get("temperature").map(|t| number(t) as f32), log: case["log"].as_bool().unwrap_or(false) }
+    Params {
+        temperature: case.get("temperature").map(|t| number(t) as f32),
+        log: case["log"].as_bool().unwrap_or(false),
+    }
 }
 
 /// A proto tensor straight from JSON, in its own dtype: for requests that the
@@ -24,8 +27,16 @@ fn wire_tensor(t: &Value, dtype: &str) -> Tensor {
     let shape = client_support::shape(t).iter().map(|&d| d as u32).collect();
     let vals = client_support::values(t);
     match t.get("dtype").and_then(Value::as_str).unwrap_or(dtype) {
-        "f32" => Tensor { shape, f32: vals.iter().map(|&v| v as f32).collect(), ..Tensor::default() },
-        _ => Tensor { shape, f64: vals, ..Tensor::default() },
+        "f32" => Tensor {
+            shape,
+            f32: vals.iter().map(|&v| v as f32).collect(),
+            ..Tensor::default()
+        },
+        _ => Tensor {
+            shape,
+            f64: vals,
+            ..Tensor::default()
+        },
     }
 }
 
@@ -46,7 +57,12 @@ async fn run_wire(client: &Client, case: &Value, dtype: &str) -> Result<(), Clie
             client.raw().backward(client.request(msg)?).await?;
         }
         "cross_entropy" => {
-            let labels = ins.get("labels").map(|l| l.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32));
+            let labels = ins.get("labels").map(|l| {
+                l.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u32)
+            });
             let msg = CrossEntropyRequest {
                 logits: t("logits"),
                 labels: labels.map(Iterator::collect).unwrap_or_default(),
@@ -76,21 +92,43 @@ async fn run<T: TestFloat>(client: &Client, case: &Value) -> Result<Outputs<T>, 
     let one = |name: &str, v: ArrayD<T>| BTreeMap::from([(name.to_string(), vec![v])]);
     let source = |x: Option<ArrayD<T>>, s: Option<ArrayD<T>>| (x, s);
     Ok(match case["rpc"].as_str().unwrap() {
-        "forward" => one("output", client.forward(a("logits").unwrap().view(), p).await?),
+        "forward" => one(
+            "output",
+            client.forward(a("logits").unwrap().view(), p).await?,
+        ),
         "backward" => {
             let g = a("grad_output").unwrap();
             let out = match source(a("logits"), a("output")) {
-                (Some(x), _) => client.backward(Source::Logits(x.view()), g.view(), p).await?,
-                (_, Some(s)) => client.backward(Source::Output(s.view()), g.view(), p).await?,
+                (Some(x), _) => {
+                    client
+                        .backward(Source::Logits(x.view()), g.view(), p)
+                        .await?
+                }
+                (_, Some(s)) => {
+                    client
+                        .backward(Source::Output(s.view()), g.view(), p)
+                        .await?
+                }
                 _ => unreachable!(),
             };
             one("grad_logits", out)
         }
         rpc @ ("jacobian" | "jacobian_stream") => {
-            let stream = case.get("stream").and_then(Value::as_bool).unwrap_or(rpc == "jacobian_stream");
+            let stream = case
+                .get("stream")
+                .and_then(Value::as_bool)
+                .unwrap_or(rpc == "jacobian_stream");
             let out = match source(a("logits"), a("output")) {
-                (Some(x), _) => client.jacobian_with(Source::Logits(x.view()), p, Some(stream)).await?,
-                (_, Some(s)) => client.jacobian_with(Source::Output(s.view()), p, Some(stream)).await?,
+                (Some(x), _) => {
+                    client
+                        .jacobian_with(Source::Logits(x.view()), p, Some(stream))
+                        .await?
+                }
+                (_, Some(s)) => {
+                    client
+                        .jacobian_with(Source::Output(s.view()), p, Some(stream))
+                        .await?
+                }
                 _ => unreachable!(),
             };
             one("jacobian", out)
@@ -99,18 +137,41 @@ async fn run<T: TestFloat>(client: &Client, case: &Value) -> Result<Outputs<T>, 
             let x = a("logits").unwrap();
             let res = match (ins.get("labels"), a("target")) {
                 (Some(l), _) => {
-                    let labels: Vec<u32> = l.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-                    client.cross_entropy(x.view(), Target::Labels(&labels), p.temperature).await?
+                    let labels: Vec<u32> = l
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_u64().unwrap() as u32)
+                        .collect();
+                    client
+                        .cross_entropy(x.view(), Target::Labels(&labels), p.temperature)
+                        .await?
                 }
-                (_, Some(y)) => client.cross_entropy(x.view(), Target::Distribution(y.view()), p.temperature).await?,
+                (_, Some(y)) => {
+                    client
+                        .cross_entropy(x.view(), Target::Distribution(y.view()), p.temperature)
+                        .await?
+                }
                 _ => unreachable!(),
             };
-            BTreeMap::from([("loss".into(), vec![res.loss]), ("grad_logits".into(), vec![res.grad_logits])])
+            BTreeMap::from([
+                ("loss".into(), vec![res.loss]),
+                ("grad_logits".into(), vec![res.grad_logits]),
+            ])
         }
         "forward_stream" => {
-            let msgs: Vec<ArrayD<T>> = ins["messages"].as_array().unwrap().iter().map(array::<T>).collect();
+            let msgs: Vec<ArrayD<T>> = ins["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(array::<T>)
+                .collect();
             let mut outs = Vec::new();
-            let mut stream = Box::pin(client.forward_stream(futures::stream::iter(msgs), p).await?);
+            let mut stream = Box::pin(
+                client
+                    .forward_stream(futures::stream::iter(msgs), p)
+                    .await?,
+            );
             while let Some(o) = stream.next().await {
                 outs.push(o?);
             }
@@ -120,10 +181,18 @@ async fn run<T: TestFloat>(client: &Client, case: &Value) -> Result<Outputs<T>, 
     })
 }
 
-async fn check_case<T: TestFloat>(client: &Client, case: &Value, tol: &Value) -> Result<(), String> {
+async fn check_case<T: TestFloat>(
+    client: &Client,
+    case: &Value,
+    tol: &Value,
+) -> Result<(), String> {
     let name = case["name"].as_str().unwrap();
     if let Some(code) = case.get("error").and_then(Value::as_str) {
-        let result = if needs_wire(case) { run_wire(client, case, T::DTYPE).await.map(|_| ()) } else { run::<T>(client, case).await.map(|_| ()) };
+        let result = if needs_wire(case) {
+            run_wire(client, case, T::DTYPE).await.map(|_| ())
+        } else {
+            run::<T>(client, case).await.map(|_| ())
+        };
         let err = match result {
             Ok(()) => return Err(format!("{name}: succeeded, want {code}")),
             Err(e) => e,
@@ -131,7 +200,12 @@ async fn check_case<T: TestFloat>(client: &Client, case: &Value, tol: &Value) ->
         if format!("{:?}", err.code()).to_uppercase().replace('_', "") != code.replace('_', "") {
             return Err(format!("{name}: got {err}, want {code}"));
         }
-        for word in case.get("message_contains").and_then(Value::as_array).into_iter().flatten() {
+        for word in case
+            .get("message_contains")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let word = word.as_str().unwrap();
             if !err.message().contains(word) {
                 return Err(format!("{name}: {word:?} not in {:?}", err.message()));
@@ -139,15 +213,23 @@ async fn check_case<T: TestFloat>(client: &Client, case: &Value, tol: &Value) ->
         }
         return Ok(());
     }
-    let got = run::<T>(client, case).await.map_err(|e| format!("{name}: {e}"))?;
+    let got = run::<T>(client, case)
+        .await
+        .map_err(|e| format!("{name}: {e}"))?;
     for (field, want) in case["expect"].as_object().unwrap() {
         let wants: Vec<&Value> = match want.as_array() {
             Some(list) => list.iter().collect(),
             None => vec![want],
         };
-        let gots = got.get(field.as_str()).ok_or_else(|| format!("{name}: no {field}"))?;
+        let gots = got
+            .get(field.as_str())
+            .ok_or_else(|| format!("{name}: no {field}"))?;
         if gots.len() != wants.len() {
-            return Err(format!("{name}: {} {field}, want {}", gots.len(), wants.len()));
+            return Err(format!(
+                "{name}: {} {field}, want {}",
+                gots.len(),
+                wants.len()
+            ));
         }
         for (g, w) in gots.iter().zip(wants) {
             close(g, w, tol).map_err(|e| format!("{name} {field} {}: {e}", T::DTYPE))?;
@@ -162,7 +244,11 @@ async fn run_file(name: &str) {
     let mut failures = Vec::new();
     let mut ran = 0;
     for encoding in [Encoding::Raw, Encoding::Typed] {
-        let options = ClientOptions { encoding, timeout: Some(Duration::from_secs(300)), ..ClientOptions::default() };
+        let options = ClientOptions {
+            encoding,
+            timeout: Some(Duration::from_secs(300)),
+            ..ClientOptions::default()
+        };
         let client = server.client_with(options).await;
         for case in doc["cases"].as_array().unwrap() {
             for dtype in case["dtypes"].as_array().unwrap() {
@@ -178,7 +264,12 @@ async fn run_file(name: &str) {
         }
     }
     assert!(ran > 0);
-    assert!(failures.is_empty(), "{} of {ran} vector runs failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} vector runs failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[tokio::test]

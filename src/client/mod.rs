@@ -66,7 +66,10 @@ pub struct Params {
 impl Params {
     /// These parameters with temperature `t`.
     pub fn with_temperature(self, t: f32) -> Self {
-        Params { temperature: Some(t), ..self }
+        Params {
+            temperature: Some(t),
+            ..self
+        }
     }
 
     /// These parameters for log-softmax.
@@ -126,8 +129,16 @@ impl Client {
 
     /// Connects to `addr` (`host:port` or a URI).
     pub async fn connect_with(addr: &str, options: ClientOptions) -> Result<Self, ClientError> {
-        let scheme = if options.tls.is_some() { "https" } else { "http" };
-        let uri = if addr.contains("://") { addr.to_string() } else { format!("{scheme}://{addr}") };
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("{scheme}://{addr}")
+        };
         // Megabyte messages need windows far above HTTP/2's 64 KiB default.
         let mut endpoint = Endpoint::from_shared(uri)?
             .initial_stream_window_size(8 << 20)
@@ -191,7 +202,12 @@ impl Client {
             temperature: params.temperature,
             log: params.log,
         };
-        let res = self.raw.clone().forward(self.request(msg)?).await?.into_inner();
+        let res = self
+            .raw
+            .clone()
+            .forward(self.request(msg)?)
+            .await?
+            .into_inner();
         tensor::decode(res.output, logits.shape())
     }
 
@@ -212,7 +228,12 @@ impl Client {
             Source::Logits(x) => msg.logits = Some(self.encode(x, "logits")?),
             Source::Output(s) => msg.output = Some(self.encode(s, "output")?),
         }
-        let res = self.raw.clone().backward(self.request(msg)?).await?.into_inner();
+        let res = self
+            .raw
+            .clone()
+            .backward(self.request(msg)?)
+            .await?
+            .into_inner();
         tensor::decode(res.grad_logits, grad_output.shape())
     }
 
@@ -221,7 +242,11 @@ impl Client {
         source: &Source<'_, T, D>,
         params: Params,
     ) -> Result<(JacobianRequest, Vec<usize>), ClientError> {
-        let mut msg = JacobianRequest { temperature: params.temperature, log: params.log, ..JacobianRequest::default() };
+        let mut msg = JacobianRequest {
+            temperature: params.temperature,
+            log: params.log,
+            ..JacobianRequest::default()
+        };
         let shape = match source {
             Source::Logits(x) => {
                 msg.logits = Some(self.encode(x, "logits")?);
@@ -263,15 +288,28 @@ impl Client {
         out_shape.extend([k, k]);
         let values = rows.checked_mul(k).and_then(|v| v.checked_mul(k));
         let bytes = values.and_then(|v| v.checked_mul(std::mem::size_of::<T>()));
-        let use_stream = stream.unwrap_or(bytes.is_none_or(|b| b > self.options.max_message_bytes / 2));
+        let use_stream =
+            stream.unwrap_or(bytes.is_none_or(|b| b > self.options.max_message_bytes / 2));
         if !use_stream {
-            let res = self.raw.clone().jacobian(self.request(msg)?).await?.into_inner();
+            let res = self
+                .raw
+                .clone()
+                .jacobian(self.request(msg)?)
+                .await?
+                .into_inner();
             return tensor::decode(res.jacobian, &out_shape);
         }
-        let total = values.ok_or_else(|| ClientError::Input(format!("Jacobian of shape {shape:?} is too large")))?;
+        let total = values.ok_or_else(|| {
+            ClientError::Input(format!("Jacobian of shape {shape:?} is too large"))
+        })?;
         let mut out = vec![T::zeroed(); total];
         let mut received = 0usize;
-        let mut chunks = self.raw.clone().jacobian_stream(self.request(msg)?).await?.into_inner();
+        let mut chunks = self
+            .raw
+            .clone()
+            .jacobian_stream(self.request(msg)?)
+            .await?
+            .into_inner();
         let per_row = k * k;
         while let Some(m) = chunks.message().await? {
             let chunk = into_chunk::<T>(m.first_row, m.jacobian, k)?;
@@ -279,16 +317,28 @@ impl Client {
             let first = usize::try_from(chunk.first_row).unwrap_or(usize::MAX);
             let dst = first
                 .checked_add(n)
-                .and_then(|end| out.get_mut(first.saturating_mul(per_row)..end.saturating_mul(per_row)))
-                .ok_or_else(|| ClientError::Response(format!("JacobianStream chunk at row {first} is out of range")))?;
-            let src = chunk.jacobian.as_slice().ok_or_else(|| ClientError::Response("non-contiguous chunk".into()))?;
+                .and_then(|end| {
+                    out.get_mut(first.saturating_mul(per_row)..end.saturating_mul(per_row))
+                })
+                .ok_or_else(|| {
+                    ClientError::Response(format!(
+                        "JacobianStream chunk at row {first} is out of range"
+                    ))
+                })?;
+            let src = chunk
+                .jacobian
+                .as_slice()
+                .ok_or_else(|| ClientError::Response("non-contiguous chunk".into()))?;
             dst.copy_from_slice(src);
             received += n;
         }
         if received != rows {
-            return Err(ClientError::Response(format!("JacobianStream sent {received} of {rows} vectors")));
+            return Err(ClientError::Response(format!(
+                "JacobianStream sent {received} of {rows} vectors"
+            )));
         }
-        ArrayD::from_shape_vec(IxDyn(&out_shape), out).map_err(|e| ClientError::Response(e.to_string()))
+        ArrayD::from_shape_vec(IxDyn(&out_shape), out)
+            .map_err(|e| ClientError::Response(e.to_string()))
     }
 
     /// JacobianStream as it arrives.
@@ -299,7 +349,12 @@ impl Client {
     ) -> Result<impl Stream<Item = Result<JacobianChunk<T>, ClientError>>, ClientError> {
         let (msg, shape) = self.jacobian_request(&source, params)?;
         let k = shape.last().copied().unwrap_or(0);
-        let chunks = self.raw.clone().jacobian_stream(self.request(msg)?).await?.into_inner();
+        let chunks = self
+            .raw
+            .clone()
+            .jacobian_stream(self.request(msg)?)
+            .await?
+            .into_inner();
         Ok(chunks.map(move |m| {
             let m = m?;
             into_chunk(m.first_row, m.jacobian, k)
@@ -322,8 +377,17 @@ impl Client {
             Target::Labels(labels) => msg.labels = labels.to_vec(),
             Target::Distribution(y) => msg.target = Some(self.encode(y, "target")?),
         }
-        let res = self.raw.clone().cross_entropy(self.request(msg)?).await?.into_inner();
-        let batch = logits.shape().split_last().map(|(_, b)| b.to_vec()).unwrap_or_default();
+        let res = self
+            .raw
+            .clone()
+            .cross_entropy(self.request(msg)?)
+            .await?
+            .into_inner();
+        let batch = logits
+            .shape()
+            .split_last()
+            .map(|(_, b)| b.to_vec())
+            .unwrap_or_default();
         Ok(CrossEntropy {
             loss: tensor::decode(res.loss, &batch)?,
             grad_logits: tensor::decode(res.grad_logits, logits.shape())?,
@@ -348,7 +412,12 @@ impl Client {
             temperature: params.temperature,
             log: params.log,
         });
-        let responses = self.raw.clone().forward_stream(self.request(requests)?).await?.into_inner();
+        let responses = self
+            .raw
+            .clone()
+            .forward_stream(self.request(requests)?)
+            .await?
+            .into_inner();
         Ok(responses.map(|r| tensor::decode(r?.output, &[0])))
     }
 }
@@ -361,5 +430,8 @@ fn into_chunk<T: Float>(
     let jacobian = tensor::decode::<T>(jacobian, &[0, k, k])?
         .into_dimensionality::<Ix3>()
         .map_err(|e| ClientError::Response(format!("JacobianStream message: {e}")))?;
-    Ok(JacobianChunk { first_row, jacobian })
+    Ok(JacobianChunk {
+        first_row,
+        jacobian,
+    })
 }

@@ -80,7 +80,11 @@ fn raw_bytes<T: Float, D: Dimension>(a: &ArrayView<'_, T, D>) -> Vec<u8> {
 fn values_from_le<T: Float>(raw: &[u8]) -> Result<Vec<T>, ClientError> {
     let size = std::mem::size_of::<T>();
     if raw.len() % size != 0 {
-        return Err(ClientError::Response(format!("{} raw bytes are not whole {} values", raw.len(), T::NAME)));
+        return Err(ClientError::Response(format!(
+            "{} raw bytes are not whole {} values",
+            raw.len(),
+            T::NAME
+        )));
     }
     Ok(if cfg!(target_endian = "little") {
         // One copy into an aligned vector: received bytes have no alignment guarantee.
@@ -99,9 +103,15 @@ pub fn encode<T: Float, D: Dimension>(
     let shape = a
         .shape()
         .iter()
-        .map(|&d| u32::try_from(d).map_err(|_| ClientError::Input(format!("{name}: dimension {d} exceeds 2^32 - 1"))))
+        .map(|&d| {
+            u32::try_from(d)
+                .map_err(|_| ClientError::Input(format!("{name}: dimension {d} exceeds 2^32 - 1")))
+        })
         .collect::<Result<Vec<u32>, _>>()?;
-    let mut tensor = Tensor { shape, ..Tensor::default() };
+    let mut tensor = Tensor {
+        shape,
+        ..Tensor::default()
+    };
     if !a.is_empty() {
         match encoding {
             Encoding::Raw => *T::raw_field(&mut tensor) = Bytes::from(raw_bytes(a)),
@@ -112,16 +122,26 @@ pub fn encode<T: Float, D: Dimension>(
 }
 
 /// The array held by a response tensor; `None` (absent) is an empty array of `empty_shape`.
-pub fn decode<T: Float>(tensor: Option<Tensor>, empty_shape: &[usize]) -> Result<ArrayD<T>, ClientError> {
+pub fn decode<T: Float>(
+    tensor: Option<Tensor>,
+    empty_shape: &[usize],
+) -> Result<ArrayD<T>, ClientError> {
     let Some(mut tensor) = tensor else {
         return ArrayD::from_shape_vec(IxDyn(empty_shape), Vec::new())
             .map_err(|_| ClientError::Response("missing tensor".into()));
     };
     if T::other_dtype(&tensor) {
-        return Err(ClientError::Response(format!("values of the other dtype for a {} request", T::NAME)));
+        return Err(ClientError::Response(format!(
+            "values of the other dtype for a {} request",
+            T::NAME
+        )));
     }
     let raw = std::mem::take(T::raw_field(&mut tensor));
-    let values = if raw.is_empty() { std::mem::take(T::typed_field(&mut tensor)) } else { values_from_le(&raw)? };
+    let values = if raw.is_empty() {
+        std::mem::take(T::typed_field(&mut tensor))
+    } else {
+        values_from_le(&raw)?
+    };
     let shape: Vec<usize> = tensor.shape.iter().map(|&d| d as usize).collect();
     let len = values.len();
     ArrayD::from_shape_vec(IxDyn(&shape), values)

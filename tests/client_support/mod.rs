@@ -23,7 +23,11 @@ impl Server {
                 return Server { addr, child: None };
             }
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_softmaxd"))
             .args(["--listen", &addr])
@@ -31,22 +35,38 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("start softmaxd");
-        let mut server = Server { addr, child: Some(child) };
+        let mut server = Server {
+            addr,
+            child: Some(child),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Client::connect(&server.addr).await.is_err() {
-            let exited = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            assert!(exited.is_none() && Instant::now() < deadline, "softmaxd did not start on {}", server.addr);
+            let exited = server
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "softmaxd did not start on {}",
+                server.addr
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         server
     }
 
     pub async fn client(&self) -> Client {
-        self.client_with(ClientOptions { timeout: Some(Duration::from_secs(300)), ..ClientOptions::default() }).await
+        self.client_with(ClientOptions {
+            timeout: Some(Duration::from_secs(300)),
+            ..ClientOptions::default()
+        })
+        .await
     }
 
     pub async fn client_with(&self, options: ClientOptions) -> Client {
-        Client::connect_with(&self.addr, options).await.expect("connect")
+        Client::connect_with(&self.addr, options)
+            .await
+            .expect("connect")
     }
 }
 
@@ -80,7 +100,9 @@ impl TestFloat for f64 {
 }
 
 pub fn vectors(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors").join(format!("{name}.json"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(format!("{name}.json"));
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
@@ -97,7 +119,12 @@ pub fn number(v: &Value) -> f64 {
 }
 
 pub fn shape(t: &Value) -> Vec<usize> {
-    t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect()
+    t["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect()
 }
 
 pub fn values(t: &Value) -> Vec<f64> {
@@ -120,7 +147,11 @@ pub fn close<T: TestFloat>(got: &ArrayD<T>, want: &Value, tol: &Value) -> Result
     }
     for (i, (g, w)) in got.iter().zip(values(want)).enumerate() {
         let g: f64 = (*g).into();
-        let ok = if w.is_finite() { (g - w).abs() <= atol + rtol * w.abs() } else { g == w };
+        let ok = if w.is_finite() {
+            (g - w).abs() <= atol + rtol * w.abs()
+        } else {
+            g == w
+        };
         if !ok {
             return Err(format!("[{i}]: got {g}, want {w}"));
         }
