@@ -175,3 +175,13 @@ async def test_async_client_streams_and_errors(addr):
         with pytest.raises(SoftmaxError) as info:
             await c.cross_entropy(x, labels=[0, 1, 5])
         assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_breaking_off_a_stream_leaves_the_client_usable(client):
+    arrays = (np.ones((2, 3)) for _ in range(1000))
+    for i, _ in enumerate(client.forward_stream(arrays)):
+        if i == 2:
+            break
+    for first, _ in client.jacobian_stream(np.zeros((64, 300))):
+        break
+    assert client.forward(np.zeros(2)).tolist() == [0.5, 0.5]

@@ -126,3 +126,5 @@ class AsyncClient:
                 yield _calls.single_output(data, *pending.popleft())
         except grpc.RpcError as err:
             raise SoftmaxError.from_rpc_error(err) from None
+        finally:
+            call.cancel()

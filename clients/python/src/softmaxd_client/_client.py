@@ -130,11 +130,14 @@ class Client:
     ) -> Iterator[Tuple[int, np.ndarray]]:
         """JacobianStream as it arrives: (first_row, [n, k, k] chunk) pairs."""
         plan = _calls.jacobian_request(logits, output, temperature, log, self._raw)
+        call = self._jacobian_stream(plan.request, timeout=self._timeout, metadata=self._metadata)
         try:
-            for data in self._jacobian_stream(plan.request, timeout=self._timeout, metadata=self._metadata):
+            for data in call:
                 yield _calls.jacobian_chunk(data, plan.dtype)
         except grpc.RpcError as err:
             raise SoftmaxError.from_rpc_error(err) from None
+        finally:
+            call.cancel()  # a no-op after the end; stops the server if the caller broke off
 
     def cross_entropy(
         self, logits, *, labels=None, target=None, temperature: Optional[float] = None
@@ -156,8 +159,11 @@ class Client:
                 pending.append(expect)
                 yield req
 
+        call = self._forward_stream(requests(), timeout=self._timeout, metadata=self._metadata)
         try:
-            for data in self._forward_stream(requests(), timeout=self._timeout, metadata=self._metadata):
+            for data in call:
                 yield _calls.single_output(data, *pending.popleft())
         except grpc.RpcError as err:
             raise SoftmaxError.from_rpc_error(err) from None
+        finally:
+            call.cancel()  # a no-op after the end; stops the server if the caller broke off
