@@ -79,7 +79,7 @@ fn raw_bytes<T: Float, D: Dimension>(a: &ArrayView<'_, T, D>) -> Vec<u8> {
 
 fn values_from_le<T: Float>(raw: &[u8]) -> Result<Vec<T>, ClientError> {
     let size = std::mem::size_of::<T>();
-    if raw.len() % size != 0 {
+    if !raw.len().is_multiple_of(size) {
         return Err(ClientError::Response(format!(
             "{} raw bytes are not whole {} values",
             raw.len(),
