@@ -21,6 +21,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 VENV=${VENV:-bench/.venv}
 OUT=${OUT:-$(mktemp -d -t softmaxd-bench.XXXXXX)}
+mkdir -p "$OUT"
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 BIN=$TARGET_DIR/release
 PORT_SOFTMAXD=${PORT_SOFTMAXD:-50151}
