@@ -1,6 +1,7 @@
 //! softmaxd: softmax, its backward pass, Jacobian and cross-entropy as a gRPC service.
 #![deny(unsafe_code)]
 
+pub mod bench;
 pub mod client;
 pub mod kernel;
 pub mod server;

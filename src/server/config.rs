@@ -111,6 +111,11 @@ pub struct Config {
     /// Set TCP_NODELAY on accepted connections.
     #[arg(long, env = "SOFTMAXD_TCP_NODELAY", default_value_t = true, action = clap::ArgAction::Set)]
     pub tcp_nodelay: bool,
+
+    /// Benchmark baseline: answer every call with its input tensor (no
+    /// validation, no math) through the same stack and settings.
+    #[arg(long, env = "SOFTMAXD_ECHO", hide = true)]
+    pub echo: bool,
 }
 
 impl Config {

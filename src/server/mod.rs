@@ -1,6 +1,7 @@
 //! The server layer: configuration, tonic wiring with health, reflection,
 //! compression and HTTP/2 tuning, telemetry and graceful shutdown.
 
+mod api;
 pub mod config;
 pub mod health_check;
 mod limits;
@@ -9,12 +10,10 @@ pub mod telemetry;
 
 pub use config::{Cli, Command, Config, LogFormat};
 
-use crate::proto::v1::softmax_service_server::SoftmaxServiceServer;
-use crate::service::{self, Softmax};
+use crate::service::{self, Echo, Softmax};
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
@@ -59,14 +58,6 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let api = SoftmaxServiceServer::new(softmax.clone())
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Zstd);
-
     let keepalive =
         (config.http2_keepalive > 0).then(|| Duration::from_secs(config.http2_keepalive));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(config.tcp_nodelay));
@@ -109,9 +100,15 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_secs(config.http2_keepalive_timeout)))
         .add_service(health_service)
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(api)
-        .serve_with_incoming_shutdown(incoming, drain);
+        .add_service(reflection_v1alpha);
+    // Echo mode (a benchmark baseline) swaps only the service behind the same stack.
+    let server = if config.echo {
+        tracing::warn!("echo mode: answering every call with its input, not computing softmax");
+        server.add_service(api::endpoint(Echo, &config))
+    } else {
+        server.add_service(api::endpoint(softmax.clone(), &config))
+    }
+    .serve_with_incoming_shutdown(incoming, drain);
 
     tokio::pin!(server);
     tokio::select! {

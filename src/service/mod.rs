@@ -4,6 +4,7 @@
 mod backward;
 mod call;
 mod cross_entropy;
+mod echo;
 mod error;
 mod forward;
 mod handlers;
@@ -12,6 +13,7 @@ mod run;
 pub mod tensor;
 mod validate;
 
+pub use echo::Echo;
 pub use error::Error;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

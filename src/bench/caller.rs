@@ -1,0 +1,140 @@
+//! Connecting to a server and making one call of the chosen RPC, with the
+//! same HTTP/2 settings the server uses.
+
+use super::args::{BenchArgs, Rpc};
+use super::codec::{Passthrough, Reply};
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use tokio::sync::mpsc;
+use tonic::client::Grpc;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status, Streaming};
+
+/// Largest answer the tool accepts (the server's own limit is lower).
+const MAX_REPLY_BYTES: usize = 2 << 30;
+
+/// Opens one HTTP/2 connection to `addr` with the windows and frame size
+/// from `args`.
+pub async fn connect(addr: &str, args: &BenchArgs) -> Result<Channel, String> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Endpoint::from_shared(uri.clone())
+        .map_err(|e| format!("{uri}: {e}"))?
+        .tcp_nodelay(true)
+        .initial_stream_window_size(args.http2_stream_window)
+        .initial_connection_window_size(args.http2_connection_window)
+        .max_frame_size(args.http2_max_frame)
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {uri}: {e}"))
+}
+
+fn path(rpc: Rpc) -> PathAndQuery {
+    PathAndQuery::from_static(match rpc {
+        Rpc::Forward => "/softmax.v1.SoftmaxService/Forward",
+        Rpc::Backward => "/softmax.v1.SoftmaxService/Backward",
+        Rpc::Jacobian => "/softmax.v1.SoftmaxService/Jacobian",
+        Rpc::JacobianStream => "/softmax.v1.SoftmaxService/JacobianStream",
+        Rpc::ForwardStream => "/softmax.v1.SoftmaxService/ForwardStream",
+        Rpc::CrossEntropy => "/softmax.v1.SoftmaxService/CrossEntropy",
+    })
+}
+
+/// An open bidirectional stream: where requests go and answers come from.
+type Open = (mpsc::Sender<Bytes>, Streaming<Reply>);
+
+/// Makes calls of one RPC with one payload on one channel.
+pub struct Caller {
+    grpc: Grpc<Channel>,
+    rpc: Rpc,
+    path: PathAndQuery,
+    body: Bytes,
+    codec: Passthrough,
+    /// ForwardStream only: the stream calls are made on, reopened after an error.
+    stream: Option<Open>,
+}
+
+impl Caller {
+    /// A caller sending `body`; `keep` keeps the answers' bytes for checking.
+    pub fn new(channel: Channel, rpc: Rpc, body: Bytes, keep: bool) -> Self {
+        Self {
+            grpc: Grpc::new(channel).max_decoding_message_size(MAX_REPLY_BYTES),
+            rpc,
+            path: path(rpc),
+            body,
+            codec: Passthrough { keep },
+            stream: None,
+        }
+    }
+
+    /// Forgets an open ForwardStream, after a call on it was abandoned.
+    pub fn reset(&mut self) {
+        self.stream = None;
+    }
+
+    /// One call: a unary round trip, a whole server stream (lengths summed,
+    /// the last message kept), or one message round trip on a ForwardStream.
+    pub async fn call(&mut self) -> Result<Reply, Status> {
+        self.grpc
+            .ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("channel not ready: {e}")))?;
+        match self.rpc {
+            Rpc::JacobianStream => self.server_stream().await,
+            Rpc::ForwardStream => {
+                let r = self.bidi_round_trip().await;
+                if r.is_err() {
+                    self.stream = None;
+                }
+                r
+            }
+            _ => {
+                let req = Request::new(self.body.clone());
+                let r = self.grpc.unary(req, self.path.clone(), self.codec).await?;
+                Ok(r.into_inner())
+            }
+        }
+    }
+
+    async fn server_stream(&mut self) -> Result<Reply, Status> {
+        let req = Request::new(self.body.clone());
+        let mut stream = self
+            .grpc
+            .server_streaming(req, self.path.clone(), self.codec)
+            .await?
+            .into_inner();
+        let mut total = Reply { len: 0, body: None };
+        while let Some(reply) = stream.message().await? {
+            total.len += reply.len;
+            total.body = reply.body.or(total.body);
+        }
+        Ok(total)
+    }
+
+    async fn bidi_round_trip(&mut self) -> Result<Reply, Status> {
+        let (tx, answers) = match &mut self.stream {
+            Some(open) => open,
+            None => {
+                let (tx, rx) = mpsc::channel::<Bytes>(1);
+                let req = Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+                let answers = self
+                    .grpc
+                    .streaming(req, self.path.clone(), self.codec)
+                    .await?
+                    .into_inner();
+                self.stream.insert((tx, answers))
+            }
+        };
+        tx.send(self.body.clone())
+            .await
+            .map_err(|_| Status::unavailable("the request stream closed"))?;
+        answers
+            .message()
+            .await?
+            .ok_or_else(|| Status::unavailable("the server ended the stream"))
+    }
+}

@@ -1,0 +1,175 @@
+//! softmaxd-bench: bounded runs against in-process servers, checked through
+//! its JSON report (counts, no errors, ordered percentiles).
+
+mod harness;
+
+use clap::Parser;
+use harness::TestServer;
+use serde_json::Value;
+use softmaxd::bench::{self, BenchArgs, Output, Target};
+use std::process::Command;
+
+fn percentiles_ordered(report: &Value) {
+    let l = &report["latency_us"];
+    let p: Vec<f64> = ["p50", "p90", "p99", "p999", "max"]
+        .iter()
+        .map(|k| {
+            l[*k]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{k} missing in {l}"))
+        })
+        .collect();
+    assert!(p[0] > 0.0, "{l}");
+    assert!(p.windows(2).all(|w| w[0] <= w[1]), "not ordered: {l}");
+}
+
+fn no_errors(report: &Value) {
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+}
+
+#[test]
+fn the_binary_compares_in_process_servers_and_prints_json() {
+    let out = Command::new(env!("CARGO_BIN_EXE_softmaxd-bench"))
+        .args([
+            "--in-process",
+            "--requests",
+            "200",
+            "--concurrency",
+            "4",
+            "--warmup",
+            "0.1",
+            "--shape",
+            "4,100",
+            "--encoding",
+            "typed",
+            "--json",
+        ])
+        .output()
+        .expect("run softmaxd-bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    for side in ["softmaxd", "echo"] {
+        let r = &v[side];
+        assert_eq!(r["calls"], 200, "{r}");
+        assert_eq!(r["rpc"], "forward");
+        assert_eq!(r["shape"], serde_json::json!([4, 100]));
+        assert_eq!(r["encoding"], "typed");
+        no_errors(r);
+        percentiles_ordered(r);
+        assert!(r["calls_per_s"].as_f64().unwrap_or(0.0) > 0.0);
+        assert!(r["mb_per_s"].as_f64().unwrap_or(0.0) > 0.0);
+    }
+    assert!(v["ratio"].as_f64().unwrap_or(0.0) > 0.0, "{v}");
+}
+
+async fn run_against(server: &TestServer, flags: &[&str]) -> Value {
+    let addr = server.addr.to_string();
+    let mut argv = vec!["softmaxd-bench", "--addr", &addr, "--warmup", "0"];
+    argv.extend_from_slice(flags);
+    let args = BenchArgs::parse_from(argv);
+    let target = Target {
+        label: "test".into(),
+        addr: addr.clone(),
+    };
+    let out = bench::execute(&args, &target, None)
+        .await
+        .expect("the run completes");
+    assert!(matches!(out, Output::Single(_)));
+    serde_json::to_value(&out).expect("serialisable")
+}
+
+#[tokio::test]
+async fn every_rpc_runs_to_its_request_count() {
+    let server = TestServer::start().await;
+    for rpc in [
+        "forward",
+        "backward",
+        "jacobian",
+        "jacobian-stream",
+        "forward-stream",
+        "cross-entropy",
+    ] {
+        for dtype in ["f32", "f64"] {
+            let r = run_against(
+                &server,
+                &[
+                    "--rpc",
+                    rpc,
+                    "--dtype",
+                    dtype,
+                    "--shape",
+                    "3,2,16",
+                    "--requests",
+                    "30",
+                    "--concurrency",
+                    "3",
+                ],
+            )
+            .await;
+            assert_eq!(r["calls"], 30, "{rpc} {dtype}: {r}");
+            assert_eq!(r["rpc"], rpc);
+            no_errors(&r);
+            percentiles_ordered(&r);
+        }
+    }
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn fixed_rate_mode_keeps_to_its_schedule_and_bound() {
+    let server = TestServer::start().await;
+    // 40 calls at 400/s: a tenth of a second of schedule.
+    let r = run_against(
+        &server,
+        &[
+            "--rate",
+            "400",
+            "--requests",
+            "40",
+            "--concurrency",
+            "4",
+            "--connections",
+            "2",
+            "--shape",
+            "8,64",
+        ],
+    )
+    .await;
+    assert_eq!(r["mode"], "open");
+    assert_eq!(r["calls"], 40);
+    assert_eq!(r["connections"], 2);
+    no_errors(&r);
+    percentiles_ordered(&r);
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_server_failing_the_first_call_is_not_measured() {
+    // A message limit below the payload: the first call already fails, and
+    // the tool refuses to measure a server that does not answer correctly.
+    let mut config = softmaxd::server::Config::for_tests();
+    config.max_message_bytes = 1024;
+    let server = TestServer::start_with(config).await;
+    let args = BenchArgs::parse_from([
+        "softmaxd-bench",
+        "--addr",
+        &server.addr.to_string(),
+        "--requests",
+        "5",
+        "--shape",
+        "4,1000",
+    ]);
+    let target = Target {
+        label: "test".into(),
+        addr: server.addr.to_string(),
+    };
+    let err = bench::execute(&args, &target, None)
+        .await
+        .expect_err("the first call fails");
+    assert!(err.contains("RESOURCE_EXHAUSTED"), "{err}");
+    server.stop().await.expect("clean stop");
+}
