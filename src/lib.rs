@@ -2,6 +2,8 @@
 #![deny(unsafe_code)]
 
 pub mod kernel;
+pub mod server;
+pub mod service;
 
 pub mod proto {
     //! Types and stubs generated from `proto/softmax/v1/softmax.proto`.

@@ -1,0 +1,36 @@
+//! `softmaxd health-check`: a grpc.health.v1 probe built into the binary,
+//! for images that ship no shell and no grpc_health_probe.
+
+use super::config::HealthCheckArgs;
+use std::time::Duration;
+use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::HealthCheckRequest;
+
+/// Asks the server; `Ok(())` only when the service is SERVING.
+pub async fn probe(args: &HealthCheckArgs) -> Result<(), String> {
+    let url = if args.addr.contains("://") {
+        args.addr.clone()
+    } else {
+        format!("http://{}", args.addr)
+    };
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| format!("{url}: {e}"))?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect()
+        .await
+        .map_err(|e| format!("{url}: cannot connect: {e}"))?;
+    let reply = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: args.service.clone(),
+        })
+        .await
+        .map_err(|s| format!("{url}: {:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    match ServingStatus::try_from(reply.status) {
+        Ok(ServingStatus::Serving) => Ok(()),
+        Ok(other) => Err(format!("{url}: service {:?} is {}", args.service, other.as_str_name())),
+        Err(_) => Err(format!("{url}: unknown status {}", reply.status)),
+    }
+}

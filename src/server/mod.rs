@@ -1,0 +1,112 @@
+//! The server layer: configuration, tonic wiring with health, reflection,
+//! compression and HTTP/2 tuning, telemetry and graceful shutdown.
+
+pub mod config;
+pub mod health_check;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::{Cli, Command, Config, LogFormat};
+
+use crate::proto::v1::softmax_service_server::SoftmaxServiceServer;
+use crate::service::{self, Softmax};
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+/// The health-service names reported: the whole server and the API.
+const HEALTH_NAMES: [&str; 2] = ["", "softmax.v1.SoftmaxService"];
+
+/// Why serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves on `listener` until `shutdown` resolves, then drains: health turns
+/// NOT_SERVING, new calls get UNAVAILABLE, in-flight calls finish (up to the
+/// drain deadline).
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let softmax = Softmax::new(service::Config {
+        max_message_bytes: config.max_message_bytes,
+        parallel_threshold: config.parallel_threshold,
+        stream_chunk_bytes: config.stream_chunk_bytes,
+    });
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in HEALTH_NAMES {
+        health.set_service_status(name, ServingStatus::Serving).await;
+    }
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let api = SoftmaxServiceServer::new(softmax.clone())
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd);
+
+    let keepalive = (config.http2_keepalive > 0).then(|| Duration::from_secs(config.http2_keepalive));
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(config.tcp_nodelay));
+
+    // Drain first, then let tonic stop accepting and wait for in-flight calls.
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain = {
+        let softmax = softmax.clone();
+        let health = health.clone();
+        async move {
+            shutdown.await;
+            for name in HEALTH_NAMES {
+                health.set_service_status(name, ServingStatus::NotServing).await;
+            }
+            softmax.start_draining();
+            let _ = drained_tx.send(());
+        }
+    };
+    let server = tonic::transport::Server::builder()
+        .initial_stream_window_size(config.http2_stream_window)
+        .initial_connection_window_size(config.http2_connection_window)
+        .max_frame_size(config.http2_max_frame)
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .http2_keepalive_interval(keepalive)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(api)
+        .serve_with_incoming_shutdown(incoming, drain);
+
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => return r.map_err(ServeError::from),
+        _ = drained_rx => {}
+    }
+    match tokio::time::timeout(config.drain(), server).await {
+        Ok(r) => {
+            tracing::info!("drained, exiting");
+            r.map_err(ServeError::from)
+        }
+        Err(_) => {
+            tracing::warn!(
+                deadline_s = config.drain_timeout,
+                "drain deadline passed with calls still running; exiting anyway"
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Backward: the vector-Jacobian product from the Forward output or logits.
+
+use super::tensor::{decode, decode_same, to_tensor, Decoded, Input, Wire};
+use super::validate::{check_values, inv_temperature, Allow};
+use super::{call::Call, Error, Softmax};
+use crate::kernel::{self, Form};
+use crate::proto::v1::{BackwardRequest, BackwardResponse, Tensor};
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+/// Which primary tensor a Backward or Jacobian request carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum From {
+    /// The Forward output (probabilities or log-probabilities).
+    Output,
+    /// The logits, from which the output is recomputed.
+    Logits,
+}
+
+/// Picks the one primary tensor of a request that takes `output` or `logits`.
+pub(super) fn primary(
+    output: Option<Tensor>,
+    logits: Option<Tensor>,
+) -> Result<(From, Decoded), Error> {
+    match (output, logits) {
+        (Some(s), None) => Ok((From::Output, decode("output", Some(s))?)),
+        (None, Some(x)) => Ok((From::Logits, decode("logits", Some(x))?)),
+        (Some(_), Some(_)) => Err(Error::invalid(
+            "output, logits: set exactly one of them, not both",
+        )),
+        (None, None) => Err(Error::invalid(
+            "output, logits: missing tensor (set exactly one of them)",
+        )),
+    }
+}
+
+/// Checks the values of a primary tensor: logits and log-probabilities may
+/// hold `-inf` masks, probabilities must be finite.
+pub(super) fn check_primary<F: Wire>(x: &Input<F>, from: From, form: Form) -> Result<(), Error> {
+    let allow = match (from, form) {
+        (From::Output, Form::Probs) => Allow::FiniteOnly,
+        _ => Allow::NegInf,
+    };
+    check_values(x, allow)
+}
+
+impl Softmax {
+    /// Serves one Backward request.
+    pub(super) async fn backward_one(
+        &self,
+        req: BackwardRequest,
+        call: &Call,
+    ) -> Result<BackwardResponse, Error> {
+        let (from, x) = primary(req.output, req.logits)?;
+        call.tensor(&x);
+        let form = if req.log { Form::LogProbs } else { Form::Probs };
+        let (g, t) = (req.grad_output, req.temperature);
+        let grad = match x {
+            Decoded::F32(x) => self.backward_as(x, from, g, t, form).await?,
+            Decoded::F64(x) => self.backward_as(x, from, g, t, form).await?,
+        };
+        Ok(BackwardResponse {
+            grad_logits: Some(grad),
+        })
+    }
+
+    async fn backward_as<F: Wire>(
+        &self,
+        x: Input<F>,
+        from: From,
+        grad_output: Option<Tensor>,
+        temperature: Option<f32>,
+        form: Form,
+    ) -> Result<Tensor, Error> {
+        let g = decode_same::<F>("grad_output", grad_output)?;
+        x.same_shape(&g)?;
+        let inv_t = inv_temperature::<F>(temperature)?;
+        check_primary(&x, from, form)?;
+        check_values(&g, Allow::FiniteOnly)?;
+        self.check_response("grad_logits", x.len(), std::mem::size_of::<F>())?;
+        self.run(x.len(), move |exec| {
+            let mut out = vec![F::zero(); x.len()];
+            let shape = (x.rows, x.k);
+            let xv = ArrayView2::from_shape(shape, x.values())?;
+            let gv = ArrayView2::from_shape(shape, g.values())?;
+            let ov = ArrayViewMut2::from_shape(shape, &mut out)?;
+            match from {
+                From::Output => kernel::backward(xv, gv, ov, inv_t, form, exec)?,
+                From::Logits => kernel::backward_from_logits(xv, gv, ov, inv_t, form, exec)?,
+            }
+            Ok(to_tensor(x.wire_dims(), out, x.encoding))
+        })
+        .await
+    }
+}

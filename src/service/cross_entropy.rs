@@ -1,0 +1,90 @@
+//! CrossEntropy: fused loss and gradient against labels or a target
+//! distribution.
+
+use super::tensor::{decode, decode_same, to_tensor, Decoded, Input, Wire};
+use super::validate::{check_labels, check_target, check_values, inv_temperature, Allow};
+use super::{call::Call, Error, Softmax};
+use crate::kernel::{self, Target};
+use crate::proto::v1::{CrossEntropyRequest, CrossEntropyResponse, Tensor};
+use ndarray::{ArrayView2, ArrayViewMut1, ArrayViewMut2};
+
+/// What the loss is taken against, decoded.
+enum Against<F> {
+    Labels(Vec<u32>),
+    Dist(Input<F>),
+}
+
+impl Softmax {
+    /// Serves one CrossEntropy request.
+    pub(super) async fn cross_entropy_one(
+        &self,
+        req: CrossEntropyRequest,
+        call: &Call,
+    ) -> Result<CrossEntropyResponse, Error> {
+        let x = decode("logits", req.logits)?;
+        call.tensor(&x);
+        let (labels, target, t) = (req.labels, req.target, req.temperature);
+        let (loss, grad) = match x {
+            Decoded::F32(x) => self.cross_entropy_as(x, labels, target, t).await?,
+            Decoded::F64(x) => self.cross_entropy_as(x, labels, target, t).await?,
+        };
+        Ok(CrossEntropyResponse {
+            loss: Some(loss),
+            grad_logits: Some(grad),
+        })
+    }
+
+    async fn cross_entropy_as<F: Wire>(
+        &self,
+        x: Input<F>,
+        labels: Vec<u32>,
+        target: Option<Tensor>,
+        temperature: Option<f32>,
+    ) -> Result<(Tensor, Tensor), Error> {
+        let against = match (labels.is_empty(), target) {
+            (false, Some(_)) => {
+                return Err(Error::invalid(
+                    "labels, target: set exactly one of them, not both",
+                ))
+            }
+            (true, Some(t)) => {
+                let y = decode_same::<F>("target", Some(t))?;
+                x.same_shape(&y)?;
+                check_target(&y)?;
+                Against::Dist(y)
+            }
+            // No labels is valid for an empty batch: zero vectors, zero labels.
+            (_, None) if labels.is_empty() && !x.is_empty() => {
+                return Err(Error::invalid(
+                    "labels, target: missing (set exactly one of them)",
+                ))
+            }
+            (_, None) => {
+                check_labels(&labels, x.rows, x.k)?;
+                Against::Labels(labels)
+            }
+        };
+        let inv_t = inv_temperature::<F>(temperature)?;
+        check_values(&x, Allow::NegInf)?;
+        let width = std::mem::size_of::<F>();
+        self.check_response("grad_logits", x.len().saturating_add(x.rows), width)?;
+        self.run(x.len(), move |exec| {
+            let shape = (x.rows, x.k);
+            let mut loss = vec![F::zero(); x.rows];
+            let mut grad = vec![F::zero(); x.len()];
+            let xv = ArrayView2::from_shape(shape, x.values())?;
+            let lv = ArrayViewMut1::from(&mut loss[..]);
+            let gv = ArrayViewMut2::from_shape(shape, &mut grad)?;
+            let target = match &against {
+                Against::Labels(l) => Target::Labels(l),
+                Against::Dist(y) => Target::Dist(ArrayView2::from_shape(shape, y.values())?),
+            };
+            kernel::cross_entropy(xv, target, lv, gv, inv_t, exec)?;
+            Ok((
+                to_tensor(x.batch_dims(), loss, x.encoding),
+                to_tensor(x.wire_dims(), grad, x.encoding),
+            ))
+        })
+        .await
+    }
+}

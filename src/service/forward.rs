@@ -1,0 +1,54 @@
+//! Forward and ForwardStream messages: softmax or log-softmax of the logits.
+
+use super::tensor::{decode, to_tensor, Decoded, Input, Wire};
+use super::validate::{check_values, inv_temperature, Allow};
+use super::{call::Call, Error, Softmax};
+use crate::kernel::{self, Form};
+use crate::proto::v1::{ForwardRequest, ForwardResponse};
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+impl Softmax {
+    /// Serves one Forward request.
+    pub(super) async fn forward_one(
+        &self,
+        req: ForwardRequest,
+        call: Option<&Call>,
+    ) -> Result<ForwardResponse, Error> {
+        let x = decode("logits", req.logits)?;
+        if let Some(call) = call {
+            call.tensor(&x);
+        }
+        let form = if req.log { Form::LogProbs } else { Form::Probs };
+        let output = match x {
+            Decoded::F32(x) => self.forward_as(x, req.temperature, form).await?,
+            Decoded::F64(x) => self.forward_as(x, req.temperature, form).await?,
+        };
+        Ok(ForwardResponse {
+            output: Some(output),
+        })
+    }
+
+    async fn forward_as<F: Wire>(
+        &self,
+        x: Input<F>,
+        temperature: Option<f32>,
+        form: Form,
+    ) -> Result<crate::proto::v1::Tensor, Error> {
+        let inv_t = inv_temperature::<F>(temperature)?;
+        check_values(&x, Allow::NegInf)?;
+        self.check_response("output", x.len(), std::mem::size_of::<F>())?;
+        self.run(x.len(), move |exec| {
+            let mut out = vec![F::zero(); x.len()];
+            let shape = (x.rows, x.k);
+            kernel::forward(
+                ArrayView2::from_shape(shape, x.values())?,
+                ArrayViewMut2::from_shape(shape, &mut out)?,
+                inv_t,
+                form,
+                exec,
+            )?;
+            Ok(to_tensor(x.wire_dims(), out, x.encoding))
+        })
+        .await
+    }
+}

@@ -1,0 +1,124 @@
+//! The generated `SoftmaxService` trait, implemented by delegating each RPC
+//! to its module and wrapping it in a [`Call`] for telemetry.
+
+use super::call::Call;
+use super::jacobian::JacobianStream;
+use super::{Error, Softmax};
+use crate::proto::v1::softmax_service_server::SoftmaxService;
+use crate::proto::v1::{
+    BackwardRequest, BackwardResponse, CrossEntropyRequest, CrossEntropyResponse, ForwardRequest,
+    ForwardResponse, JacobianRequest, JacobianResponse,
+};
+use futures::Stream;
+use std::pin::Pin;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+/// The stream ForwardStream answers with.
+pub type ForwardStream = Pin<Box<dyn Stream<Item = Result<ForwardResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SoftmaxService for Softmax {
+    async fn forward(
+        &self,
+        req: Request<ForwardRequest>,
+    ) -> Result<Response<ForwardResponse>, Status> {
+        let call = Call::start("Forward");
+        let work = async {
+            self.admit()?;
+            self.forward_one(req.into_inner(), Some(&call)).await
+        };
+        let r = work.instrument(call.span().clone()).await;
+        call.finish(r)
+    }
+
+    async fn backward(
+        &self,
+        req: Request<BackwardRequest>,
+    ) -> Result<Response<BackwardResponse>, Status> {
+        let call = Call::start("Backward");
+        let work = async {
+            self.admit()?;
+            self.backward_one(req.into_inner(), &call).await
+        };
+        let r = work.instrument(call.span().clone()).await;
+        call.finish(r)
+    }
+
+    async fn jacobian(
+        &self,
+        req: Request<JacobianRequest>,
+    ) -> Result<Response<JacobianResponse>, Status> {
+        let call = Call::start("Jacobian");
+        let work = async {
+            self.admit()?;
+            self.jacobian_one(req.into_inner(), &call).await
+        };
+        let r = work.instrument(call.span().clone()).await;
+        call.finish(r)
+    }
+
+    type JacobianStreamStream = JacobianStream;
+
+    async fn jacobian_stream(
+        &self,
+        req: Request<JacobianRequest>,
+    ) -> Result<Response<Self::JacobianStreamStream>, Status> {
+        let call = Call::start("JacobianStream");
+        let r = {
+            let _enter = call.span().enter();
+            self.admit()
+                .and_then(|()| self.jacobian_stream_start(req.into_inner(), &call))
+        };
+        call.finish(r)
+    }
+
+    type ForwardStreamStream = ForwardStream;
+
+    async fn forward_stream(
+        &self,
+        req: Request<Streaming<ForwardRequest>>,
+    ) -> Result<Response<Self::ForwardStreamStream>, Status> {
+        let call = Call::start("ForwardStream");
+        if let Err(e) = self.admit() {
+            return call.finish(Err(e));
+        }
+        let mut incoming = req.into_inner();
+        let (tx, rx) = mpsc::channel::<Result<ForwardResponse, Status>>(2);
+        let service = self.clone();
+        let span = call.span().clone();
+        tokio::spawn(
+            async move {
+                // One response per request, in order; the first error ends it.
+                loop {
+                    let next = match incoming.message().await {
+                        Ok(Some(req)) => service.forward_one(req, None).await.map_err(Status::from),
+                        Ok(None) => break,
+                        Err(status) => Err(status),
+                    };
+                    let failed = next.is_err();
+                    if tx.send(next).await.is_err() || failed {
+                        break;
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        let stream: ForwardStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+        call.finish(Ok::<_, Error>(stream))
+    }
+
+    async fn cross_entropy(
+        &self,
+        req: Request<CrossEntropyRequest>,
+    ) -> Result<Response<CrossEntropyResponse>, Status> {
+        let call = Call::start("CrossEntropy");
+        let work = async {
+            self.admit()?;
+            self.cross_entropy_one(req.into_inner(), &call).await
+        };
+        let r = work.instrument(call.span().clone()).await;
+        call.finish(r)
+    }
+}

@@ -1,0 +1,174 @@
+//! Jacobian and JacobianStream: one `[k, k]` matrix per vector, in one
+//! message or in chunks of whole vectors computed as the client reads them.
+
+use super::backward::{check_primary, primary, From};
+use super::tensor::{to_tensor, Decoded, Input, Wire};
+use super::validate::inv_temperature;
+use super::{call::Call, Error, Softmax};
+use crate::kernel::{self, Exec, Form};
+use crate::proto::v1::{JacobianRequest, JacobianResponse, Tensor};
+use ndarray::{ArrayView2, ArrayViewMut3};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+/// A validated Jacobian request, ready to compute any range of vectors.
+#[derive(Debug)]
+pub(super) struct Job<F> {
+    x: Input<F>,
+    from: From,
+    form: Form,
+    inv_t: F,
+}
+
+impl<F: Wire> Job<F> {
+    fn new(x: Input<F>, from: From, req_t: Option<f32>, log: bool) -> Result<Self, Error> {
+        let form = if log { Form::LogProbs } else { Form::Probs };
+        let inv_t = inv_temperature::<F>(req_t)?;
+        check_primary(&x, from, form)?;
+        Ok(Self {
+            x,
+            from,
+            form,
+            inv_t,
+        })
+    }
+
+    /// Values in the Jacobian of `rows` vectors (checked against overflow).
+    fn elements(&self, rows: usize) -> Option<usize> {
+        rows.checked_mul(self.x.k)?.checked_mul(self.x.k)
+    }
+
+    /// The Jacobians of vectors `first..first + n`, as a flat vector.
+    fn compute(&self, first: usize, n: usize, exec: Exec) -> Result<Vec<F>, Error> {
+        let k = self.x.k;
+        let rows = self
+            .x
+            .values()
+            .get(first * k..(first + n) * k)
+            .ok_or_else(|| Error::Internal("jacobian chunk out of range".into()))?;
+        let len = self
+            .elements(n)
+            .ok_or_else(|| Error::Internal("jacobian size overflow".into()))?;
+        let mut out = vec![F::zero(); len];
+        let xv = ArrayView2::from_shape((n, k), rows)?;
+        let ov = ArrayViewMut3::from_shape((n, k, k), &mut out)?;
+        match self.from {
+            From::Output => kernel::jacobian(xv, ov, self.inv_t, self.form, exec)?,
+            From::Logits => kernel::jacobian_from_logits(xv, ov, self.inv_t, self.form, exec)?,
+        }
+        Ok(out)
+    }
+}
+
+/// A validated request of either dtype.
+enum AnyJob {
+    F32(Job<f32>),
+    F64(Job<f64>),
+}
+
+fn job(req: JacobianRequest, call: &Call) -> Result<AnyJob, Error> {
+    let (from, x) = primary(req.output, req.logits)?;
+    call.tensor(&x);
+    Ok(match x {
+        Decoded::F32(x) => AnyJob::F32(Job::new(x, from, req.temperature, req.log)?),
+        Decoded::F64(x) => AnyJob::F64(Job::new(x, from, req.temperature, req.log)?),
+    })
+}
+
+/// The stream JacobianStream answers with.
+pub type JacobianStream = tokio_stream::wrappers::ReceiverStream<Result<JacobianResponse, Status>>;
+
+impl Softmax {
+    /// Serves one unary Jacobian request.
+    pub(super) async fn jacobian_one(
+        &self,
+        req: JacobianRequest,
+        call: &Call,
+    ) -> Result<JacobianResponse, Error> {
+        let jacobian = match job(req, call)? {
+            AnyJob::F32(j) => self.jacobian_as(j).await?,
+            AnyJob::F64(j) => self.jacobian_as(j).await?,
+        };
+        Ok(JacobianResponse {
+            jacobian: Some(jacobian),
+            first_row: 0,
+        })
+    }
+
+    async fn jacobian_as<F: Wire>(&self, job: Job<F>) -> Result<Tensor, Error> {
+        let rows = job.x.rows;
+        let elements = job.elements(rows).unwrap_or(usize::MAX);
+        self.check_response("jacobian", elements, std::mem::size_of::<F>())?;
+        self.run(elements, move |exec| {
+            let out = job.compute(0, rows, exec)?;
+            let mut shape = job.x.batch_dims();
+            shape.extend([job.x.k as u32, job.x.k as u32]);
+            Ok(to_tensor(shape, out, job.x.encoding))
+        })
+        .await
+    }
+
+    /// Validates a JacobianStream request and starts producing its messages.
+    pub(super) fn jacobian_stream_start(
+        &self,
+        req: JacobianRequest,
+        call: &Call,
+    ) -> Result<JacobianStream, Error> {
+        // Two messages in flight at most: the producer waits for the client.
+        let (tx, rx) = mpsc::channel(2);
+        match job(req, call)? {
+            AnyJob::F32(j) => self.spawn_stream(j, tx)?,
+            AnyJob::F64(j) => self.spawn_stream(j, tx)?,
+        }
+        Ok(JacobianStream::new(rx))
+    }
+
+    fn spawn_stream<F: Wire>(
+        &self,
+        job: Job<F>,
+        tx: mpsc::Sender<Result<JacobianResponse, Status>>,
+    ) -> Result<(), Error> {
+        let width = std::mem::size_of::<F>();
+        let per_vector = job.elements(1).unwrap_or(usize::MAX);
+        // A single vector must fit in one message; chunks aim at the target size.
+        self.check_response("jacobian (one vector)", per_vector, width)?;
+        let target = self
+            .config()
+            .stream_chunk_bytes
+            .min(self.config().max_message_bytes.saturating_sub(1024));
+        let per_msg = (target / per_vector.saturating_mul(width).max(1)).max(1);
+        let service = self.clone();
+        let job = Arc::new(job);
+        tokio::spawn(async move {
+            let rows = job.x.rows;
+            let mut first = 0;
+            // An empty batch still gets one message, so the client learns k.
+            loop {
+                let n = per_msg.min(rows - first);
+                let chunk = Arc::clone(&job);
+                let elements = chunk.elements(n).unwrap_or(usize::MAX);
+                let msg = service
+                    .run(elements, move |exec| {
+                        let out = chunk.compute(first, n, exec)?;
+                        let k = chunk.x.k as u32;
+                        Ok(JacobianResponse {
+                            jacobian: Some(to_tensor(vec![n as u32, k, k], out, chunk.x.encoding)),
+                            first_row: first as u64,
+                        })
+                    })
+                    .await
+                    .map_err(Status::from);
+                let failed = msg.is_err();
+                if tx.send(msg).await.is_err() || failed {
+                    break; // the client went away, or the stream ends on an error
+                }
+                first += n;
+                if first >= rows {
+                    break;
+                }
+            }
+        });
+        Ok(())
+    }
+}

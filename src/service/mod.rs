@@ -1,0 +1,102 @@
+//! The service layer: validates and converts requests, picks inline or pool
+//! execution by size, calls the kernel and builds responses.
+
+mod backward;
+mod call;
+mod cross_entropy;
+mod error;
+mod forward;
+mod handlers;
+mod jacobian;
+mod run;
+pub mod tensor;
+mod validate;
+
+pub use error::Error;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Limits and tuning the service applies to every call.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Largest request or response message, in bytes.
+    pub max_message_bytes: usize,
+    /// Elements per request from which work runs on the rayon pool.
+    pub parallel_threshold: usize,
+    /// Target size of one JacobianStream message, in bytes.
+    pub stream_chunk_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 << 20,
+            parallel_threshold: 1 << 16,
+            stream_chunk_bytes: 4 << 20,
+        }
+    }
+}
+
+/// The `softmax.v1.SoftmaxService` implementation.
+#[derive(Clone, Debug)]
+pub struct Softmax {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    draining: AtomicBool,
+}
+
+impl Softmax {
+    /// A service applying `config`.
+    pub fn new(config: Config) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                draining: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// From now on new calls are refused with UNAVAILABLE; calls already
+    /// running finish.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+    }
+
+    fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    fn admit(&self) -> Result<(), Error> {
+        if self.inner.draining.load(Ordering::SeqCst) {
+            Err(Error::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Fails when a response of `elements` values of `width` bytes would not
+    /// fit in one message.
+    fn check_response(&self, what: &str, elements: usize, width: usize) -> Result<(), Error> {
+        let limit = self.config().max_message_bytes;
+        // Field tags, lengths and shape take well under 1 KiB.
+        let bytes = elements.checked_mul(width).and_then(|b| b.checked_add(1024));
+        match bytes {
+            Some(b) if b <= limit => Ok(()),
+            _ => Err(Error::TooLarge(format!(
+                "{what}: the response would hold {elements} values ({} bytes), over the \
+                 {limit}-byte message limit; send fewer vectors per call{}",
+                elements.saturating_mul(width),
+                if what == "jacobian" {
+                    " or use JacobianStream"
+                } else {
+                    ""
+                }
+            ))),
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Wire tensors to typed, validated views: shape checks with overflow
+//! checks, dtype and encoding, and raw little-endian bytes read in place.
+
+use super::error::Error;
+use crate::kernel::Element;
+use crate::proto::v1::Tensor;
+use bytes::Bytes;
+
+/// The element type of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dtype {
+    F32,
+    F64,
+}
+
+impl Dtype {
+    /// The name used in messages and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F64 => "f64",
+        }
+    }
+}
+
+/// How a tensor's values travel: typed repeated fields or raw bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Typed,
+    Raw,
+}
+
+/// The values of a tensor: a vector decoded from typed fields, or the raw
+/// bytes of the request itself when they are suitably aligned.
+#[derive(Debug)]
+enum Buf<F> {
+    Owned(Vec<F>),
+    Shared(Bytes),
+}
+
+/// A decoded tensor of element type `F`, viewed as `[rows, k]`.
+#[derive(Debug)]
+pub struct Input<F> {
+    /// The request field it came from, for messages.
+    pub field: &'static str,
+    /// The shape as sent.
+    pub dims: Vec<usize>,
+    /// Number of vectors (product of the batch dims).
+    pub rows: usize,
+    /// Length of each vector (the last dim).
+    pub k: usize,
+    /// The encoding it was sent in.
+    pub encoding: Encoding,
+    buf: Buf<F>,
+}
+
+impl<F: Wire> Input<F> {
+    /// The values, row-major, `rows * k` of them.
+    pub fn values(&self) -> &[F] {
+        match &self.buf {
+            Buf::Owned(v) => v,
+            // Alignment and length were checked when the tensor was decoded.
+            Buf::Shared(b) => bytemuck::try_cast_slice(b).unwrap_or(&[]),
+        }
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.rows * self.k
+    }
+
+    /// True when the tensor holds no vectors.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The batch dims, as they go back on the wire.
+    pub fn batch_dims(&self) -> Vec<u32> {
+        let n = self.dims.len().saturating_sub(1);
+        self.dims.iter().take(n).map(|&d| d as u32).collect()
+    }
+
+    /// The shape as it goes back on the wire.
+    pub fn wire_dims(&self) -> Vec<u32> {
+        self.dims.iter().map(|&d| d as u32).collect()
+    }
+
+    /// Fails unless `other` has the same shape as `self`.
+    pub fn same_shape<G>(&self, other: &Input<G>) -> Result<(), Error> {
+        if self.dims == other.dims {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "{}: shape {:?} does not match {} shape {:?}",
+                other.field, other.dims, self.field, self.dims
+            )))
+        }
+    }
+}
+
+/// A primary tensor of either dtype.
+#[derive(Debug)]
+pub enum Decoded {
+    F32(Input<f32>),
+    F64(Input<f64>),
+}
+
+/// An element type that can travel on the wire.
+pub trait Wire: Element + bytemuck::Pod {
+    /// The dtype tag of this type.
+    const DTYPE: Dtype;
+
+    /// Takes this type's values out of a tensor: (typed values, raw bytes).
+    fn take(t: &mut Tensor) -> (Vec<Self>, Bytes);
+
+    /// Puts values into a tensor in the given encoding, without copying.
+    fn put(t: &mut Tensor, values: Vec<Self>, encoding: Encoding);
+
+    /// Wraps an input of this type as a `Decoded`.
+    fn wrap(input: Input<Self>) -> Decoded;
+}
+
+impl Wire for f32 {
+    const DTYPE: Dtype = Dtype::F32;
+
+    fn take(t: &mut Tensor) -> (Vec<Self>, Bytes) {
+        (std::mem::take(&mut t.f32), std::mem::take(&mut t.f32_le))
+    }
+
+    fn put(t: &mut Tensor, values: Vec<Self>, encoding: Encoding) {
+        match encoding {
+            Encoding::Typed => t.f32 = values,
+            Encoding::Raw => t.f32_le = le_bytes(values),
+        }
+    }
+
+    fn wrap(input: Input<Self>) -> Decoded {
+        Decoded::F32(input)
+    }
+}
+
+impl Wire for f64 {
+    const DTYPE: Dtype = Dtype::F64;
+
+    fn take(t: &mut Tensor) -> (Vec<Self>, Bytes) {
+        (std::mem::take(&mut t.f64), std::mem::take(&mut t.f64_le))
+    }
+
+    fn put(t: &mut Tensor, values: Vec<Self>, encoding: Encoding) {
+        match encoding {
+            Encoding::Typed => t.f64 = values,
+            Encoding::Raw => t.f64_le = le_bytes(values),
+        }
+    }
+
+    fn wrap(input: Input<Self>) -> Decoded {
+        Decoded::F64(input)
+    }
+}
+
+/// Builds a response tensor from computed values.
+pub fn to_tensor<F: Wire>(shape: Vec<u32>, values: Vec<F>, encoding: Encoding) -> Tensor {
+    let mut t = Tensor {
+        shape,
+        ..Tensor::default()
+    };
+    F::put(&mut t, values, encoding);
+    t
+}
+
+/// The vector's memory handed to `Bytes` as is: no copy on little-endian hosts.
+fn le_bytes<F: bytemuck::Pod + Send>(values: Vec<F>) -> Bytes {
+    if cfg!(target_endian = "little") {
+        Bytes::from_owner(PodVec(values))
+    } else {
+        let mut out = Vec::with_capacity(values.len() * std::mem::size_of::<F>());
+        for v in &values {
+            let mut b = bytemuck::bytes_of(v).to_vec();
+            b.reverse();
+            out.extend_from_slice(&b);
+        }
+        Bytes::from(out)
+    }
+}
+
+struct PodVec<F>(Vec<F>);
+
+impl<F: bytemuck::Pod> AsRef<[u8]> for PodVec<F> {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0)
+    }
+}
+
+/// Shape of a tensor as `(dims, rows, k)`, with every product overflow-checked.
+fn layout(field: &'static str, shape: &[u32]) -> Result<(Vec<usize>, usize, usize), Error> {
+    let (&k, batch) = shape
+        .split_last()
+        .ok_or_else(|| Error::invalid(format!("{field}.shape: must have at least one dim")))?;
+    if k == 0 {
+        return Err(Error::invalid(format!(
+            "{field}.shape: last dim (the softmax axis) must be at least 1, got shape {shape:?}"
+        )));
+    }
+    let rows = batch.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d as usize));
+    let total = rows.and_then(|r| r.checked_mul(k as usize));
+    match (rows, total) {
+        (Some(rows), Some(_)) => Ok((shape.iter().map(|&d| d as usize).collect(), rows, k as usize)),
+        _ => Err(Error::invalid(format!(
+            "{field}.shape: {shape:?} has more elements than this machine can address"
+        ))),
+    }
+}
+
+/// Which value fields of a tensor are set, as `(dtype, encoding)` pairs.
+fn fields_set(t: &Tensor) -> Vec<(Dtype, Encoding, &'static str)> {
+    let mut set = Vec::new();
+    if !t.f32.is_empty() {
+        set.push((Dtype::F32, Encoding::Typed, "f32"));
+    }
+    if !t.f64.is_empty() {
+        set.push((Dtype::F64, Encoding::Typed, "f64"));
+    }
+    if !t.f32_le.is_empty() {
+        set.push((Dtype::F32, Encoding::Raw, "f32_le"));
+    }
+    if !t.f64_le.is_empty() {
+        set.push((Dtype::F64, Encoding::Raw, "f64_le"));
+    }
+    set
+}
+
+/// The dtype and encoding a tensor carries; an empty tensor takes `default`.
+fn kind(
+    field: &'static str,
+    t: &Tensor,
+    default: (Dtype, Encoding),
+) -> Result<(Dtype, Encoding), Error> {
+    match fields_set(t).as_slice() {
+        [] => Ok(default),
+        [(d, e, _)] => Ok((*d, *e)),
+        many => {
+            let names: Vec<&str> = many.iter().map(|(_, _, n)| *n).collect();
+            Err(Error::invalid(format!(
+                "{field}: exactly one of f32, f64, f32_le, f64_le must hold the values, found {}",
+                names.join(" and ")
+            )))
+        }
+    }
+}
+
+/// Decodes the primary tensor of a request, whose dtype decides the call's.
+pub fn decode(field: &'static str, tensor: Option<Tensor>) -> Result<Decoded, Error> {
+    let t = tensor.ok_or_else(|| Error::invalid(format!("{field}: missing tensor")))?;
+    match kind(field, &t, (Dtype::F32, Encoding::Typed))?.0 {
+        Dtype::F32 => decode_as::<f32>(field, t).map(f32::wrap),
+        Dtype::F64 => decode_as::<f64>(field, t).map(f64::wrap),
+    }
+}
+
+/// Decodes a secondary tensor, which must have dtype `F`.
+pub fn decode_same<F: Wire>(field: &'static str, tensor: Option<Tensor>) -> Result<Input<F>, Error> {
+    let t = tensor.ok_or_else(|| Error::invalid(format!("{field}: missing tensor")))?;
+    let (dtype, _) = kind(field, &t, (F::DTYPE, Encoding::Typed))?;
+    if dtype != F::DTYPE {
+        return Err(Error::invalid(format!(
+            "{field}: dtype {} does not match the request's dtype {}",
+            dtype.name(),
+            F::DTYPE.name()
+        )));
+    }
+    decode_as(field, t)
+}
+
+fn decode_as<F: Wire>(field: &'static str, mut t: Tensor) -> Result<Input<F>, Error> {
+    let (dims, rows, k) = layout(field, &t.shape)?;
+    let want = rows * k;
+    let (typed, raw) = F::take(&mut t);
+    let width = std::mem::size_of::<F>();
+    let (buf, encoding) = if !raw.is_empty() {
+        let name = format!("{field}.{}_le", F::DTYPE.name());
+        if raw.len() % width != 0 {
+            return Err(Error::invalid(format!(
+                "{name}: {} bytes is not a whole number of {width}-byte values",
+                raw.len()
+            )));
+        }
+        if raw.len() / width != want {
+            return Err(Error::invalid(format!(
+                "{name}: holds {} values but shape {:?} needs {want}",
+                raw.len() / width,
+                dims
+            )));
+        }
+        (from_le(raw), Encoding::Raw)
+    } else {
+        if typed.len() != want {
+            return Err(Error::invalid(format!(
+                "{field}.{}: holds {} values but shape {:?} needs {want}",
+                F::DTYPE.name(),
+                typed.len(),
+                dims
+            )));
+        }
+        (Buf::Owned(typed), Encoding::Typed)
+    };
+    Ok(Input {
+        field,
+        dims,
+        rows,
+        k,
+        encoding,
+        buf,
+    })
+}
+
+/// Raw bytes viewed in place when aligned on a little-endian host, else
+/// converted in one pass.
+fn from_le<F: Wire>(raw: Bytes) -> Buf<F> {
+    if cfg!(target_endian = "little") && bytemuck::try_cast_slice::<u8, F>(&raw).is_ok() {
+        return Buf::Shared(raw);
+    }
+    let width = std::mem::size_of::<F>();
+    let mut out: Vec<F> = vec![F::zero(); raw.len() / width];
+    let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
+    dst.copy_from_slice(&raw);
+    if cfg!(target_endian = "big") {
+        for chunk in dst.chunks_exact_mut(width) {
+            chunk.reverse();
+        }
+    }
+    Buf::Owned(out)
+}
