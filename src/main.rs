@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("softmaxd: cannot start the async runtime: {e}");
@@ -14,13 +17,15 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::HealthCheck(args)) => match runtime.block_on(server::health_check::probe(&args)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("softmaxd health-check: {e}");
-                ExitCode::FAILURE
+        Some(Command::HealthCheck(args)) => {
+            match runtime.block_on(server::health_check::probe(&args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("softmaxd health-check: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Some(Command::Serve(config)) => runtime.block_on(run(config)),
         None => runtime.block_on(run(cli.serve)),
     }

@@ -7,7 +7,12 @@ use std::time::Duration;
 
 /// softmaxd: softmax, its backward pass, Jacobian and cross-entropy over gRPC.
 #[derive(Debug, Parser)]
-#[command(name = "softmaxd", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "softmaxd",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

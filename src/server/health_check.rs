@@ -3,8 +3,8 @@
 
 use super::config::HealthCheckArgs;
 use std::time::Duration;
-use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
 use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
 
 /// Asks the server; `Ok(())` only when the service is SERVING.
 pub async fn probe(args: &HealthCheckArgs) -> Result<(), String> {
@@ -30,7 +30,11 @@ pub async fn probe(args: &HealthCheckArgs) -> Result<(), String> {
         .into_inner();
     match ServingStatus::try_from(reply.status) {
         Ok(ServingStatus::Serving) => Ok(()),
-        Ok(other) => Err(format!("{url}: service {:?} is {}", args.service, other.as_str_name())),
+        Ok(other) => Err(format!(
+            "{url}: service {:?} is {}",
+            args.service,
+            other.as_str_name()
+        )),
         Err(_) => Err(format!("{url}: unknown status {}", reply.status)),
     }
 }

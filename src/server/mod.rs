@@ -44,7 +44,9 @@ pub async fn serve(
     });
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in HEALTH_NAMES {
-        health.set_service_status(name, ServingStatus::Serving).await;
+        health
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
     }
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -62,7 +64,8 @@ pub async fn serve(
         .send_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Zstd);
 
-    let keepalive = (config.http2_keepalive > 0).then(|| Duration::from_secs(config.http2_keepalive));
+    let keepalive =
+        (config.http2_keepalive > 0).then(|| Duration::from_secs(config.http2_keepalive));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(config.tcp_nodelay));
 
     // Drain first, then let tonic stop accepting and wait for in-flight calls.
@@ -73,7 +76,9 @@ pub async fn serve(
         async move {
             shutdown.await;
             for name in HEALTH_NAMES {
-                health.set_service_status(name, ServingStatus::NotServing).await;
+                health
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
             }
             softmax.start_draining();
             let _ = drained_tx.send(());

@@ -84,7 +84,9 @@ impl Softmax {
     fn check_response(&self, what: &str, elements: usize, width: usize) -> Result<(), Error> {
         let limit = self.config().max_message_bytes;
         // Field tags, lengths and shape take well under 1 KiB.
-        let bytes = elements.checked_mul(width).and_then(|b| b.checked_add(1024));
+        let bytes = elements
+            .checked_mul(width)
+            .and_then(|b| b.checked_add(1024));
         match bytes {
             Some(b) if b <= limit => Ok(()),
             _ => Err(Error::TooLarge(format!(

@@ -201,10 +201,16 @@ fn layout(field: &'static str, shape: &[u32]) -> Result<(Vec<usize>, usize, usiz
             "{field}.shape: last dim (the softmax axis) must be at least 1, got shape {shape:?}"
         )));
     }
-    let rows = batch.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d as usize));
+    let rows = batch
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize));
     let total = rows.and_then(|r| r.checked_mul(k as usize));
     match (rows, total) {
-        (Some(rows), Some(_)) => Ok((shape.iter().map(|&d| d as usize).collect(), rows, k as usize)),
+        (Some(rows), Some(_)) => Ok((
+            shape.iter().map(|&d| d as usize).collect(),
+            rows,
+            k as usize,
+        )),
         _ => Err(Error::invalid(format!(
             "{field}.shape: {shape:?} has more elements than this machine can address"
         ))),
@@ -258,7 +264,10 @@ pub fn decode(field: &'static str, tensor: Option<Tensor>) -> Result<Decoded, Er
 }
 
 /// Decodes a secondary tensor, which must have dtype `F`.
-pub fn decode_same<F: Wire>(field: &'static str, tensor: Option<Tensor>) -> Result<Input<F>, Error> {
+pub fn decode_same<F: Wire>(
+    field: &'static str,
+    tensor: Option<Tensor>,
+) -> Result<Input<F>, Error> {
     let t = tensor.ok_or_else(|| Error::invalid(format!("{field}: missing tensor")))?;
     let (dtype, _) = kind(field, &t, (F::DTYPE, Encoding::Typed))?;
     if dtype != F::DTYPE {

@@ -36,7 +36,9 @@ pub enum Allow {
 
 /// Fails on the first value that `allow` rules out.
 pub fn check_values<F: Wire>(input: &Input<F>, allow: Allow) -> Result<(), Error> {
-    let bad = |v: F| v.is_nan() || v == F::infinity() || (allow == Allow::FiniteOnly && v == F::neg_infinity());
+    let bad = |v: F| {
+        v.is_nan() || v == F::infinity() || (allow == Allow::FiniteOnly && v == F::neg_infinity())
+    };
     // A fast scan first: almost every request is clean.
     if !input.values().iter().any(|&v| bad(v)) {
         return Ok(());

@@ -1,0 +1,75 @@
+//! Shared by the service tests: starts the real server on an ephemeral
+//! loopback port, builds wire tensors, and holds an f64 reference.
+#![allow(dead_code)]
+
+pub mod reference;
+pub mod wire;
+
+use softmaxd::proto::v1::softmax_service_client::SoftmaxServiceClient;
+use softmaxd::server::{self, Config, ServeError};
+use std::net::SocketAddr;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// A server running in this process on 127.0.0.1.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl TestServer {
+    /// Starts a server with default settings.
+    pub async fn start() -> Self {
+        Self::start_with(Config::for_tests()).await
+    }
+
+    /// Starts a server with `config` (its listen address is replaced by an
+    /// ephemeral loopback port).
+    pub async fn start_with(mut config: Config) -> Self {
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(config, listener, async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// A connected channel.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// A connected API client with generous message limits.
+    pub async fn client(&self) -> SoftmaxServiceClient<Channel> {
+        SoftmaxServiceClient::new(self.channel().await)
+            .max_decoding_message_size(512 << 20)
+            .max_encoding_message_size(512 << 20)
+    }
+
+    /// Signals shutdown without waiting.
+    pub fn signal_stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Signals shutdown and waits for the server to exit.
+    pub async fn stop(mut self) -> Result<(), ServeError> {
+        self.signal_stop();
+        self.task.await.expect("server task")
+    }
+}
