@@ -91,6 +91,13 @@ pub struct Config {
     /// Set TCP_NODELAY on accepted connections.
     #[arg(long, env = "SOFTMAXD_TCP_NODELAY", default_value_t = true, action = clap::ArgAction::Set)]
     pub tcp_nodelay: bool,
+    // Operations flags, each group defined beside the code that uses it.
+    #[command(flatten)]
+    pub metrics: super::metrics::MetricsArgs,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
+    #[command(flatten)]
+    pub auth: super::auth::AuthArgs,
 }
 
 impl Config {
@@ -119,6 +126,8 @@ pub struct HealthCheckArgs {
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 3.0, value_parser = positive_secs)]
     pub timeout: f64,
+    #[command(flatten)]
+    pub tls: super::tls::ProbeTlsArgs,
 }
 
 fn positive_secs(s: &str) -> Result<f64, String> {

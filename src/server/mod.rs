@@ -1,10 +1,13 @@
 //! The server layer: configuration, tonic wiring with health, reflection,
 //! compression and HTTP/2 tuning, telemetry and graceful shutdown.
 
+pub mod auth;
 pub mod config;
 pub mod health_check;
+pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::{Cli, Command, Config, LogFormat};
 
@@ -27,6 +30,10 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Auth(#[from] auth::AuthError),
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains: health turns
@@ -84,7 +91,15 @@ pub async fn serve(
             let _ = drained_tx.send(());
         }
     };
-    let server = tonic::transport::Server::builder()
+    // Metrics outermost, so refused calls are counted too.
+    let auth = auth::AuthLayer::from_args(&config.auth)?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = config.tls.server_config()? {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
+        .layer(metrics::GrpcMetricsLayer)
+        .layer(auth)
         .initial_stream_window_size(config.http2_stream_window)
         .initial_connection_window_size(config.http2_connection_window)
         .max_frame_size(config.http2_max_frame)
