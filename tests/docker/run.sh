@@ -49,10 +49,13 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- Docker daemon -----------------------------------------------------------
-if ! command -v dockerd >/dev/null || ! command -v docker >/dev/null; then
-    echo "installing docker.io (apt-get)"
+missing=()
+command -v dockerd >/dev/null && command -v docker >/dev/null || missing+=(docker.io)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} (apt-get)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 # The image build needs BuildKit, which skips the stages this build does not
 # use (the rust builder, whose base image cannot be pulled here). Debian's
@@ -108,21 +111,22 @@ user=$("${DOCKER[@]}" image inspect -f '{{.Config.User}}' "$IMAGE")
 [ "$user" = "65532:65532" ] || fail "image user is '$user'"
 ok "image declares USER $user"
 
-if command -v docker-compose >/dev/null; then
-    docker-compose -f docker-compose.yml config -q || fail "docker-compose.yml is invalid"
-    ok "docker-compose.yml is valid"
-fi
+docker-compose -f docker-compose.yml config -q || fail "docker-compose.yml is invalid"
+ok "docker-compose.yml is valid"
 
 # ---- Run ---------------------------------------------------------------------
-read -r PORT < <(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-ADDR="127.0.0.1:$PORT"
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+ADDR="127.0.0.1:$(free_port)"
+METRICS="127.0.0.1:$(free_port)"
 # The production hardening of deploy/kubernetes: read-only root, no
 # capabilities, no privilege escalation. Flags after the image name reach the
 # server through ENTRYPOINT.
 "${DOCKER[@]}" run -d --name "$NAME" --network host \
     --read-only --cap-drop ALL --security-opt no-new-privileges \
     -e SOFTMAXD_LISTEN="$ADDR" -e SOFTMAXD_HEALTH_ADDR="$ADDR" \
-    "$IMAGE" --drain-timeout 15 --log-format json >/dev/null
+    "$IMAGE" --metrics-listen "$METRICS" --drain-timeout 15 --log-format json >/dev/null
 
 status=""
 for _ in $(seq 1 60); do
@@ -162,6 +166,32 @@ print(c["call"], c.get("binary-file", "-"), c.get("stream-call-count", 0))' "$co
         || fail "replaying $config"
 done
 ok "the ghz configs' data files are accepted by the server"
+
+# The calls above, exactly: check makes one of each RPC plus a refused NaN
+# Forward; the replays add two Forwards, one Backward, one Jacobian and one
+# ForwardStream.
+python3 - "http://$METRICS/metrics" <<'PY' || fail "metrics do not count the calls made"
+import re, sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
+def handled(method, code):
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(r'grpc_server_handled_total\{(.*)\} (\S+)$', line)
+        if m and f'grpc_method="{method}"' in m[1] and f'grpc_code="{code}"' in m[1] \
+                and 'grpc_service="softmax.v1.SoftmaxService"' in m[1]:
+            total += float(m[2])
+    return total
+want = {("Forward", "OK"): 3, ("Forward", "INVALID_ARGUMENT"): 1, ("Backward", "OK"): 2,
+        ("Jacobian", "OK"): 2, ("CrossEntropy", "OK"): 1, ("ForwardStream", "OK"): 1}
+got = {k: handled(*k) for k in want}
+if got != want:
+    sys.exit(f"grpc_server_handled_total: {got}, expected {want}")
+for name in ("grpc_server_handling_seconds_bucket", "grpc_server_request_bytes_sum",
+             "grpc_server_in_flight", "softmaxd_request_elements_count"):
+    if name not in text:
+        sys.exit(f"{name} missing")
+PY
+ok "/metrics (--metrics-listen passed through docker run) counts exactly the calls made"
 
 # ---- SIGTERM with a call in flight -------------------------------------------
 mkfifo "$WORK/drain.in"
