@@ -4,6 +4,10 @@
 //!   cargo run --example smoke_client -- check --addr 127.0.0.1:50051
 //!   cargo run --example smoke_client -- replay --addr A --call softmax.v1.SoftmaxService.Forward --file F
 //!   cargo run --example smoke_client -- drain --addr A
+//!   cargo run --example smoke_client -- refused --addr A --ca ca.pem
+//!   cargo run --example smoke_client -- pki --dir DIR
+//!
+//! Every mode takes --ca PEM (TLS) and --token T (bearer token).
 
 use bytes::{Buf, Bytes};
 use clap::{Parser, Subcommand};
@@ -14,7 +18,9 @@ use softmaxd::proto::v1::{
 };
 use std::process::ExitCode;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -24,21 +30,34 @@ use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 #[derive(Parser)]
 struct Cli {
+    #[command(flatten)]
+    conn: Conn,
     #[command(subcommand)]
     command: Mode,
+}
+
+/// How to reach the server.
+#[derive(clap::Args, Clone)]
+struct Conn {
+    #[arg(long, global = true, default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// Speak TLS, trusting this PEM CA.
+    #[arg(long, global = true)]
+    ca: Option<std::path::PathBuf>,
+    /// Name the server certificate must carry.
+    #[arg(long, global = true, default_value = "localhost")]
+    server_name: String,
+    /// Bearer token sent with every call.
+    #[arg(long, global = true)]
+    token: Option<String>,
 }
 
 #[derive(Subcommand)]
 enum Mode {
     /// Calls every kind of RPC plus health and reflection and checks the answers.
-    Check {
-        #[arg(long)]
-        addr: String,
-    },
+    Check,
     /// Sends the length-delimited messages of a ghz binary data file.
     Replay {
-        #[arg(long)]
-        addr: String,
         /// Full method name as ghz takes it, e.g. softmax.v1.SoftmaxService.Forward.
         #[arg(long)]
         call: String,
@@ -50,9 +69,15 @@ enum Mode {
     },
     /// Holds a ForwardStream open: one exchange, prints READY, waits for a line
     /// on stdin (sent once the server is draining), then finishes the stream.
-    Drain {
+    Drain,
+    /// Checks that a TLS server with tokens refuses a call without a token
+    /// and a plaintext client.
+    Refused,
+    /// Writes a throwaway CA (ca.pem) and a server certificate for localhost
+    /// and 127.0.0.1 (server.pem, server.key) into a directory.
+    Pki {
         #[arg(long)]
-        addr: String,
+        dir: std::path::PathBuf,
     },
 }
 
@@ -60,15 +85,18 @@ type Failure = Box<dyn std::error::Error>;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let result = match Cli::parse().command {
-        Mode::Check { addr } => check(&addr).await,
+    let cli = Cli::parse();
+    let conn = &cli.conn;
+    let result = match cli.command {
+        Mode::Check => check(conn).await,
         Mode::Replay {
-            addr,
             call,
             file,
             stream_count,
-        } => replay(&addr, &call, &file, stream_count).await,
-        Mode::Drain { addr } => drain(&addr).await,
+        } => replay(conn, &call, &file, stream_count).await,
+        Mode::Drain => drain(conn).await,
+        Mode::Refused => refused(conn).await,
+        Mode::Pki { dir } => pki(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -79,10 +107,41 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn connect(addr: &str) -> Result<Channel, Failure> {
-    Ok(Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?)
+/// Adds `authorization: Bearer <token>` to every call when there is a token.
+#[derive(Clone)]
+struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            req.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(req)
+    }
+}
+
+type Transport = InterceptedService<Channel, Bearer>;
+
+async fn channel(conn: &Conn, tls: bool) -> Result<Channel, Failure> {
+    let scheme = if tls { "https" } else { "http" };
+    let mut endpoint = Channel::from_shared(format!("{scheme}://{}", conn.addr))?;
+    if let (true, Some(ca)) = (tls, &conn.ca) {
+        endpoint = endpoint.tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(std::fs::read(ca)?))
+                .domain_name(conn.server_name.clone()),
+        )?;
+    }
+    Ok(endpoint.connect().await?)
+}
+
+async fn connect(conn: &Conn) -> Result<Transport, Failure> {
+    let bearer = match &conn.token {
+        Some(t) => Some(format!("Bearer {t}").parse()?),
+        None => None,
+    };
+    let channel = channel(conn, conn.ca.is_some()).await?;
+    Ok(InterceptedService::new(channel, Bearer(bearer)))
 }
 
 fn f32_tensor(shape: &[u32], values: &[f32]) -> Tensor {
@@ -114,8 +173,8 @@ fn expect_close(what: &str, got: &[f32], want: &[f64]) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn check(addr: &str) -> Result<(), Failure> {
-    let channel = connect(addr).await?;
+async fn check(conn: &Conn) -> Result<(), Failure> {
+    let channel = connect(conn).await?;
     let mut api = SoftmaxServiceClient::new(channel.clone());
 
     let logits = [1.0f32, 2.0, 3.0, 0.5, f32::NEG_INFINITY, 0.5];
@@ -272,13 +331,13 @@ fn shape_of(t: &Option<Tensor>) -> Vec<u32> {
 }
 
 async fn replay(
-    addr: &str,
+    conn: &Conn,
     call: &str,
     file: &std::path::Path,
     stream_count: usize,
 ) -> Result<(), Failure> {
     let data = Bytes::from(std::fs::read(file)?);
-    let mut api = SoftmaxServiceClient::new(connect(addr).await?)
+    let mut api = SoftmaxServiceClient::new(connect(conn).await?)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
     let method = call.rsplit(['.', '/']).next().unwrap_or_default();
@@ -344,8 +403,8 @@ async fn replay(
     Ok(())
 }
 
-async fn drain(addr: &str) -> Result<(), Failure> {
-    let mut api = SoftmaxServiceClient::new(connect(addr).await?);
+async fn drain(conn: &Conn) -> Result<(), Failure> {
+    let mut api = SoftmaxServiceClient::new(connect(conn).await?);
     let (tx, rx) = tokio::sync::mpsc::channel::<ForwardRequest>(4);
     let request = |i: usize| ForwardRequest {
         logits: Some(f32_tensor(
@@ -388,5 +447,61 @@ async fn drain(addr: &str) -> Result<(), Failure> {
         return Err("an extra reply after the last request".into());
     }
     println!("ok: in-flight stream completed after SIGTERM");
+    Ok(())
+}
+
+async fn refused(conn: &Conn) -> Result<(), Failure> {
+    let anonymous = Conn {
+        token: None,
+        ..conn.clone()
+    };
+    let mut api = SoftmaxServiceClient::new(connect(&anonymous).await?);
+    let request = ForwardRequest {
+        logits: Some(f32_tensor(&[1, 2], &[0.0, 0.0])),
+        ..Default::default()
+    };
+    match api.forward(request.clone()).await {
+        Err(s) if s.code() == tonic::Code::Unauthenticated => {
+            println!("ok: a call without a token is UNAUTHENTICATED")
+        }
+        other => return Err(format!("a call without a token: {other:?}").into()),
+    }
+    let plaintext = match channel(conn, false).await {
+        Err(e) => Err(e.to_string()),
+        Ok(ch) => SoftmaxServiceClient::new(ch)
+            .forward(request)
+            .await
+            .map(|_| ())
+            .map_err(|s| s.to_string()),
+    };
+    match plaintext {
+        Err(e) => println!("ok: a plaintext client is refused ({e})"),
+        Ok(()) => return Err("a plaintext client was served".into()),
+    }
+    Ok(())
+}
+
+fn pki(dir: &std::path::Path) -> Result<(), Failure> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "softmaxd smoke-test CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+    let mut server =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let key = KeyPair::generate()?;
+    let cert = server.signed_by(&key, &ca)?;
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    std::fs::write(dir.join("server.pem"), cert.pem())?;
+    std::fs::write(dir.join("server.key"), key.serialize_pem())?;
+    println!(
+        "ok: wrote ca.pem, server.pem and server.key to {}",
+        dir.display()
+    );
     Ok(())
 }

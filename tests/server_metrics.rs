@@ -241,5 +241,8 @@ async fn only_the_metrics_path_is_served() {
         get(metrics_addr, "/metrics/x").await.0,
         "HTTP/1.1 404 Not Found"
     );
-    assert_eq!(get(metrics_addr, "/metrics").await.0, "HTTP/1.1 200 OK");
+    let text = scrape(metrics_addr).await;
+    // Process metrics come from /proc at scrape time.
+    assert!(sample(&text, "process_resident_memory_bytes", &[]) > 0.0);
+    assert!(sample(&text, "process_threads", &[]) >= 1.0);
 }

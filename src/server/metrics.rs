@@ -174,15 +174,20 @@ pub async fn start(args: &MetricsArgs) -> Result<Option<SocketAddr>, String> {
 /// task is dropped; other paths get 404. Also runs the recorder's periodic
 /// upkeep, which keeps histogram memory bounded.
 pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
+    // CPU time, memory, threads and file descriptors of this process, read
+    // from /proc at each scrape.
+    let process = Arc::new(metrics_process::Collector::default());
+    process.describe();
     let mut upkeep = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let handle = handle.clone();
+                let process = Arc::clone(&process);
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
-                        std::future::ready(Ok::<_, Infallible>(scrape(&handle, &req)))
+                        std::future::ready(Ok::<_, Infallible>(scrape(&handle, &process, &req)))
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -194,13 +199,18 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
     }
 }
 
-fn scrape<B>(handle: &PrometheusHandle, req: &Request<B>) -> Response<String> {
+fn scrape<B>(
+    handle: &PrometheusHandle,
+    process: &metrics_process::Collector,
+    req: &Request<B>,
+) -> Response<String> {
     let mut response = Response::new(String::new());
     if req.uri().path() != "/metrics" {
         *response.status_mut() = http::StatusCode::NOT_FOUND;
     } else if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
         *response.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
     } else {
+        process.collect();
         *response.body_mut() = handle.render();
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,
