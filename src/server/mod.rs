@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod config;
 pub mod health_check;
+mod limits;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
@@ -89,9 +90,13 @@ pub async fn serve(
             }
             softmax.start_draining();
             let _ = drained_tx.send(());
+            // New calls now get UNAVAILABLE on open connections; close them
+            // (GOAWAY) only once the calls in flight have answered.
+            softmax.idle().await;
         }
     };
-    // Metrics outermost, so refused calls are counted too.
+    // Metrics outermost, so they see the final status of every call,
+    // including those the layers inside refuse or rewrite.
     let auth = auth::AuthLayer::from_args(&config.auth)?;
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = config.tls.server_config()? {
@@ -99,6 +104,9 @@ pub async fn serve(
     }
     let server = builder
         .layer(metrics::GrpcMetricsLayer)
+        .layer(tower::util::MapResponseLayer::new(
+            limits::over_limit_status,
+        ))
         .layer(auth)
         .initial_stream_window_size(config.http2_stream_window)
         .initial_connection_window_size(config.http2_connection_window)

@@ -67,7 +67,7 @@ impl Call {
         self.span.record("latency_us", latency_us);
         let _enter = self.span.enter();
         match &result {
-            Ok(_) => tracing::info!("call completed"),
+            Ok(_) => tracing::debug!("call completed"),
             Err(s) if s.code() == tonic::Code::Internal => {
                 tracing::error!(message = s.message(), "call failed")
             }

@@ -26,7 +26,7 @@ impl SoftmaxService for Softmax {
     ) -> Result<Response<ForwardResponse>, Status> {
         let call = Call::start("Forward");
         let work = async {
-            self.admit()?;
+            let _admitted = self.admit()?;
             self.forward_one(req.into_inner(), Some(&call)).await
         };
         let r = work.instrument(call.span().clone()).await;
@@ -39,7 +39,7 @@ impl SoftmaxService for Softmax {
     ) -> Result<Response<BackwardResponse>, Status> {
         let call = Call::start("Backward");
         let work = async {
-            self.admit()?;
+            let _admitted = self.admit()?;
             self.backward_one(req.into_inner(), &call).await
         };
         let r = work.instrument(call.span().clone()).await;
@@ -52,7 +52,7 @@ impl SoftmaxService for Softmax {
     ) -> Result<Response<JacobianResponse>, Status> {
         let call = Call::start("Jacobian");
         let work = async {
-            self.admit()?;
+            let _admitted = self.admit()?;
             self.jacobian_one(req.into_inner(), &call).await
         };
         let r = work.instrument(call.span().clone()).await;
@@ -69,7 +69,7 @@ impl SoftmaxService for Softmax {
         let r = {
             let _enter = call.span().enter();
             self.admit()
-                .and_then(|()| self.jacobian_stream_start(req.into_inner(), &call))
+                .and_then(|admitted| self.jacobian_stream_start(req.into_inner(), &call, admitted))
         };
         call.finish(r)
     }
@@ -81,15 +81,17 @@ impl SoftmaxService for Softmax {
         req: Request<Streaming<ForwardRequest>>,
     ) -> Result<Response<Self::ForwardStreamStream>, Status> {
         let call = Call::start("ForwardStream");
-        if let Err(e) = self.admit() {
-            return call.finish(Err(e));
-        }
+        let admitted = match self.admit() {
+            Ok(a) => a,
+            Err(e) => return call.finish(Err(e)),
+        };
         let mut incoming = req.into_inner();
         let (tx, rx) = mpsc::channel::<Result<ForwardResponse, Status>>(2);
         let service = self.clone();
         let span = call.span().clone();
         tokio::spawn(
             async move {
+                let _admitted = admitted;
                 // One response per request, in order; the first error ends it.
                 loop {
                     let next = match incoming.message().await {
@@ -115,7 +117,7 @@ impl SoftmaxService for Softmax {
     ) -> Result<Response<CrossEntropyResponse>, Status> {
         let call = Call::start("CrossEntropy");
         let work = async {
-            self.admit()?;
+            let _admitted = self.admit()?;
             self.cross_entropy_one(req.into_inner(), &call).await
         };
         let r = work.instrument(call.span().clone()).await;

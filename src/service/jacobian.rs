@@ -4,7 +4,7 @@
 use super::backward::{check_primary, primary, From};
 use super::tensor::{to_tensor, Decoded, Input, Wire};
 use super::validate::inv_temperature;
-use super::{call::Call, Error, Softmax};
+use super::{call::Call, Admission, Error, Softmax};
 use crate::kernel::{self, Exec, Form};
 use crate::proto::v1::{JacobianRequest, JacobianResponse, Tensor};
 use ndarray::{ArrayView2, ArrayViewMut3};
@@ -114,12 +114,13 @@ impl Softmax {
         &self,
         req: JacobianRequest,
         call: &Call,
+        admitted: Admission,
     ) -> Result<JacobianStream, Error> {
         // Two messages in flight at most: the producer waits for the client.
         let (tx, rx) = mpsc::channel(2);
         match job(req, call)? {
-            AnyJob::F32(j) => self.spawn_stream(j, tx)?,
-            AnyJob::F64(j) => self.spawn_stream(j, tx)?,
+            AnyJob::F32(j) => self.spawn_stream(j, tx, admitted)?,
+            AnyJob::F64(j) => self.spawn_stream(j, tx, admitted)?,
         }
         Ok(JacobianStream::new(rx))
     }
@@ -128,6 +129,7 @@ impl Softmax {
         &self,
         job: Job<F>,
         tx: mpsc::Sender<Result<JacobianResponse, Status>>,
+        admitted: Admission,
     ) -> Result<(), Error> {
         let width = std::mem::size_of::<F>();
         let per_vector = job.elements(1).unwrap_or(usize::MAX);
@@ -141,6 +143,7 @@ impl Softmax {
         let service = self.clone();
         let job = Arc::new(job);
         tokio::spawn(async move {
+            let _admitted = admitted;
             let rows = job.x.rows;
             let mut first = 0;
             // An empty batch still gets one message, so the client learns k.

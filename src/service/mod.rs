@@ -14,7 +14,7 @@ mod validate;
 
 pub use error::Error;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Limits and tuning the service applies to every call.
@@ -48,6 +48,17 @@ pub struct Softmax {
 struct Inner {
     config: Config,
     draining: AtomicBool,
+    in_flight: AtomicUsize,
+}
+
+/// Held by every admitted call until it has answered: what draining waits for.
+#[derive(Debug)]
+pub(crate) struct Admission(Arc<Inner>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Softmax {
@@ -57,6 +68,7 @@ impl Softmax {
             inner: Arc::new(Inner {
                 config,
                 draining: AtomicBool::new(false),
+                in_flight: AtomicUsize::new(0),
             }),
         }
     }
@@ -67,15 +79,31 @@ impl Softmax {
         self.inner.draining.store(true, Ordering::SeqCst);
     }
 
+    /// Calls admitted and not yet answered (streams count until they end).
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once draining has started and no call is in flight.
+    pub async fn idle(&self) {
+        while self.in_flight() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     fn config(&self) -> &Config {
         &self.inner.config
     }
 
-    fn admit(&self) -> Result<(), Error> {
+    /// Admits a new call, unless the server is draining. Counting first and
+    /// checking second means `idle` never misses a call that got in.
+    fn admit(&self) -> Result<Admission, Error> {
+        self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
+        let admission = Admission(Arc::clone(&self.inner));
         if self.inner.draining.load(Ordering::SeqCst) {
             Err(Error::ShuttingDown)
         } else {
-            Ok(())
+            Ok(admission)
         }
     }
 
