@@ -40,6 +40,14 @@ async fn run(config: server::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match server::metrics::start(&config.metrics).await {
+        Ok(Some(metrics)) => tracing::info!(%metrics, "serving Prometheus metrics on /metrics"),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!("metrics: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let addr = listener.local_addr().map_or(config.listen, |a| a);
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "softmaxd serving");
     match server::serve(config, listener, server::shutdown::signal()).await {

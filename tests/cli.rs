@@ -16,6 +16,8 @@ type Logs = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
 fn start(extra: &[&str]) -> (Child, String, Logs) {
     let mut child = Command::new(BIN)
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        // Tests run in parallel: the default metrics port 9090 would clash.
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .args(extra)
         .env("RUST_LOG", "softmaxd=debug")
         .stderr(Stdio::piped())

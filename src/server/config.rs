@@ -116,6 +116,13 @@ pub struct Config {
     /// validation, no math) through the same stack and settings.
     #[arg(long, env = "SOFTMAXD_ECHO", hide = true)]
     pub echo: bool,
+    // Operations flags, each group defined beside the code that uses it.
+    #[command(flatten)]
+    pub metrics: super::metrics::MetricsArgs,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
+    #[command(flatten)]
+    pub auth: super::auth::AuthArgs,
 }
 
 impl Config {
@@ -144,6 +151,8 @@ pub struct HealthCheckArgs {
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 3.0, value_parser = positive_secs)]
     pub timeout: f64,
+    #[command(flatten)]
+    pub tls: super::tls::ProbeTlsArgs,
 }
 
 fn non_negative_secs(s: &str) -> Result<f64, String> {

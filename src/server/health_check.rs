@@ -8,14 +8,22 @@ use tonic_health::pb::{health_check_response::ServingStatus, health_client::Heal
 
 /// Asks the server; `Ok(())` only when the service is SERVING.
 pub async fn probe(args: &HealthCheckArgs) -> Result<(), String> {
+    let tls = args.tls.client_config().map_err(|e| e.to_string())?;
     let url = if args.addr.contains("://") {
         args.addr.clone()
     } else {
-        format!("http://{}", args.addr)
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", args.addr)
     };
     let timeout = Duration::from_secs_f64(args.timeout);
-    let channel = tonic::transport::Endpoint::from_shared(url.clone())
-        .map_err(|e| format!("{url}: {e}"))?
+    let mut endpoint =
+        tonic::transport::Endpoint::from_shared(url.clone()).map_err(|e| format!("{url}: {e}"))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("{url}: {e}"))?;
+    }
+    let channel = endpoint
         .connect_timeout(timeout)
         .timeout(timeout)
         .connect()

@@ -2,11 +2,14 @@
 //! compression and HTTP/2 tuning, telemetry and graceful shutdown.
 
 mod api;
+pub mod auth;
 pub mod config;
 pub mod health_check;
 mod limits;
+pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::{Cli, Command, Config, LogFormat};
 
@@ -27,6 +30,10 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Auth(#[from] auth::AuthError),
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains: health turns
@@ -81,6 +88,9 @@ pub async fn serve(
             softmax.idle().await;
         }
     };
+    // Metrics outermost, so they see the final status of every call,
+    // including those the layers inside refuse or rewrite.
+    let auth = auth::AuthLayer::from_args(&config.auth)?;
     let mut builder = tonic::transport::Server::builder();
     if config.default_timeout > 0.0 {
         // Applies to calls without grpc-timeout; tonic always honours the
@@ -88,10 +98,15 @@ pub async fn serve(
         // its pool work) when it passes.
         builder = builder.timeout(Duration::from_secs_f64(config.default_timeout));
     }
+    if let Some(tls) = config.tls.server_config()? {
+        builder = builder.tls_config(tls)?;
+    }
     let server = builder
+        .layer(metrics::GrpcMetricsLayer)
         .layer(tower::util::MapResponseLayer::new(
             limits::over_limit_status,
         ))
+        .layer(auth)
         .initial_stream_window_size(config.http2_stream_window)
         .initial_connection_window_size(config.http2_connection_window)
         .max_frame_size(config.http2_max_frame)

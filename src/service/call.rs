@@ -11,6 +11,7 @@ use tracing::{field::Empty, Span};
 pub(super) struct Call {
     span: Span,
     start: Instant,
+    method: &'static str,
 }
 
 impl Call {
@@ -28,6 +29,7 @@ impl Call {
         Self {
             span,
             start: Instant::now(),
+            method,
         }
     }
 
@@ -48,6 +50,9 @@ impl Call {
         self.span.record("dtype", F::DTYPE.name());
         self.span.record("shape", tracing::field::debug(&x.dims));
         self.span.record("elements", x.len() as u64);
+        // A no-op unless the server installed a metrics recorder.
+        metrics::histogram!("softmaxd_request_elements", "grpc_method" => self.method)
+            .record(x.len() as f64);
     }
 
     /// Closes the call: records its status and latency and logs one event.
