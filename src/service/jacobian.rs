@@ -112,9 +112,9 @@ impl Softmax {
         let elements = job.elements(rows).unwrap_or(usize::MAX);
         let width = std::mem::size_of::<F>();
         // Even an empty batch must have a representable [k, k] matrix shape.
+        self.check_response("jacobian", elements, width)?;
         let per_vector = job.elements(1).unwrap_or(usize::MAX);
         self.check_response("jacobian (one vector)", per_vector, width)?;
-        self.check_response("jacobian", elements, width)?;
         let _budget = self.reserve((elements + job.x.len()) * width)?;
         self.run(elements, move |exec, cancel| {
             let out = job.compute(0, rows, exec, cancel)?;

@@ -30,7 +30,7 @@ impl Server {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_softmaxd"))
-            .args(["--listen", &addr])
+            .args(["--listen", &addr, "--metrics-listen", ""])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
