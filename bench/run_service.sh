@@ -37,6 +37,9 @@ fi
 PY=$VENV/bin/python
 cargo build --release --quiet --bins
 
+# Several servers run at once here: none of them serves Prometheus metrics.
+export SOFTMAXD_METRICS_LISTEN=
+
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do
