@@ -80,7 +80,7 @@ impl Softmax {
         self.check_response("grad_logits", x.len(), std::mem::size_of::<F>())?;
         let _budget = self.reserve(3 * x.len() * std::mem::size_of::<F>())?;
         self.run(x.len(), move |exec, cancel| {
-            let mut out = vec![F::zero(); x.len()];
+            let mut out = F::pool().take(x.len());
             let shape = (x.rows, x.k);
             let xv = ArrayView2::from_shape(shape, x.values())?;
             let gv = ArrayView2::from_shape(shape, g.values())?;

@@ -10,7 +10,7 @@ use crate::proto::v1::{CrossEntropyRequest, CrossEntropyResponse, Tensor};
 use ndarray::{s, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
 /// What the loss is taken against, decoded.
-enum Against<F> {
+enum Against<F: Wire> {
     Labels(Vec<u32>),
     Dist(Input<F>),
 }
@@ -78,7 +78,7 @@ impl Softmax {
         self.run(x.len(), move |exec, cancel| {
             let shape = (x.rows, x.k);
             let mut loss = vec![F::zero(); x.rows];
-            let mut grad = vec![F::zero(); x.len()];
+            let mut grad = F::pool().take(x.len());
             let xv = ArrayView2::from_shape(shape, x.values())?;
             let mut lv = ArrayViewMut1::from(&mut loss[..]);
             let mut gv = ArrayViewMut2::from_shape(shape, &mut grad)?;

@@ -40,7 +40,7 @@ impl Softmax {
         self.check_response("output", x.len(), std::mem::size_of::<F>())?;
         let _budget = self.reserve(2 * x.len() * std::mem::size_of::<F>())?;
         self.run(x.len(), move |exec, cancel| {
-            let mut out = vec![F::zero(); x.len()];
+            let mut out = F::pool().take(x.len());
             let shape = (x.rows, x.k);
             let xv = ArrayView2::from_shape(shape, x.values())?;
             let mut ov = ArrayViewMut2::from_shape(shape, &mut out)?;

@@ -15,7 +15,7 @@ use tonic::Status;
 
 /// A validated Jacobian request, ready to compute any range of vectors.
 #[derive(Debug)]
-pub(super) struct Job<F> {
+pub(super) struct Job<F: Wire> {
     x: Input<F>,
     from: From,
     form: Form,
@@ -57,7 +57,7 @@ impl<F: Wire> Job<F> {
         let len = self
             .elements(n)
             .ok_or_else(|| Error::Internal("jacobian size overflow".into()))?;
-        let mut out = vec![F::zero(); len];
+        let mut out = F::pool().take(len);
         let xv = ArrayView2::from_shape((n, k), rows)?;
         let mut ov = ArrayViewMut3::from_shape((n, k, k), &mut out)?;
         in_blocks(n, k.saturating_mul(k), cancel, |r| {

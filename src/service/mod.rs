@@ -2,6 +2,7 @@
 //! execution by size, calls the kernel and builds responses.
 
 mod backward;
+pub mod buffers;
 mod call;
 mod cross_entropy;
 mod echo;

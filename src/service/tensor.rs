@@ -1,6 +1,7 @@
 //! Wire tensors to typed, validated views: shape checks with overflow
 //! checks, dtype and encoding, and raw little-endian bytes read in place.
 
+use super::buffers::Pool;
 use super::error::Error;
 use crate::kernel::Element;
 use crate::proto::v1::Tensor;
@@ -33,14 +34,22 @@ pub enum Encoding {
 /// The values of a tensor: a vector decoded from typed fields, or the raw
 /// bytes of the request itself when they are suitably aligned.
 #[derive(Debug)]
-enum Buf<F> {
+enum Buf<F: Wire> {
     Owned(Vec<F>),
     Shared(Bytes),
 }
 
+impl<F: Wire> Drop for Buf<F> {
+    fn drop(&mut self) {
+        if let Buf::Owned(v) = self {
+            F::pool().give(std::mem::take(v));
+        }
+    }
+}
+
 /// A decoded tensor of element type `F`, viewed as `[rows, k]`.
 #[derive(Debug)]
-pub struct Input<F> {
+pub struct Input<F: Wire> {
     /// The request field it came from, for messages.
     pub field: &'static str,
     /// The shape as sent.
@@ -86,7 +95,7 @@ impl<F: Wire> Input<F> {
     }
 
     /// Fails unless `other` has the same shape as `self`.
-    pub fn same_shape<G>(&self, other: &Input<G>) -> Result<(), Error> {
+    pub fn same_shape<G: Wire>(&self, other: &Input<G>) -> Result<(), Error> {
         if self.dims == other.dims {
             Ok(())
         } else {
@@ -118,7 +127,13 @@ pub trait Wire: Element + bytemuck::Pod {
 
     /// Wraps an input of this type as a `Decoded`.
     fn wrap(input: Input<Self>) -> Decoded;
+
+    /// Recycled buffers of this type.
+    fn pool() -> &'static Pool<Self>;
 }
+
+static F32_POOL: Pool<f32> = Pool::new();
+static F64_POOL: Pool<f64> = Pool::new();
 
 impl Wire for f32 {
     const DTYPE: Dtype = Dtype::F32;
@@ -136,6 +151,10 @@ impl Wire for f32 {
 
     fn wrap(input: Input<Self>) -> Decoded {
         Decoded::F32(input)
+    }
+
+    fn pool() -> &'static Pool<Self> {
+        &F32_POOL
     }
 }
 
@@ -156,6 +175,10 @@ impl Wire for f64 {
     fn wrap(input: Input<Self>) -> Decoded {
         Decoded::F64(input)
     }
+
+    fn pool() -> &'static Pool<Self> {
+        &F64_POOL
+    }
 }
 
 /// Builds a response tensor from computed values.
@@ -168,8 +191,9 @@ pub fn to_tensor<F: Wire>(shape: Vec<u32>, values: Vec<F>, encoding: Encoding) -
     t
 }
 
-/// The vector's memory handed to `Bytes` as is: no copy on little-endian hosts.
-fn le_bytes<F: bytemuck::Pod + Send>(values: Vec<F>) -> Bytes {
+/// The vector's memory handed to `Bytes` as is: no copy on little-endian
+/// hosts; it returns to the pool once the response is encoded.
+fn le_bytes<F: Wire>(values: Vec<F>) -> Bytes {
     if cfg!(target_endian = "little") {
         Bytes::from_owner(PodVec(values))
     } else {
@@ -183,11 +207,17 @@ fn le_bytes<F: bytemuck::Pod + Send>(values: Vec<F>) -> Bytes {
     }
 }
 
-struct PodVec<F>(Vec<F>);
+struct PodVec<F: Wire>(Vec<F>);
 
-impl<F: bytemuck::Pod> AsRef<[u8]> for PodVec<F> {
+impl<F: Wire> AsRef<[u8]> for PodVec<F> {
     fn as_ref(&self) -> &[u8] {
         bytemuck::cast_slice(&self.0)
+    }
+}
+
+impl<F: Wire> Drop for PodVec<F> {
+    fn drop(&mut self) {
+        F::pool().give(std::mem::take(&mut self.0));
     }
 }
 
@@ -329,7 +359,9 @@ fn from_le<F: Wire>(raw: Bytes) -> Buf<F> {
         return Buf::Shared(raw);
     }
     let width = std::mem::size_of::<F>();
-    let mut out: Vec<F> = vec![F::zero(); raw.len() / width];
+    // Requests are almost never aligned (the field follows a 5-byte gRPC
+    // header and a few tag bytes): copy into a recycled buffer, no zero-fill.
+    let mut out = F::pool().take(raw.len() / width);
     let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
     dst.copy_from_slice(&raw);
     if cfg!(target_endian = "big") {

@@ -40,7 +40,7 @@ pub fn check_values<F: Wire>(input: &Input<F>, allow: Allow) -> Result<(), Error
         v.is_nan() || v == F::infinity() || (allow == Allow::FiniteOnly && v == F::neg_infinity())
     };
     // A fast scan first: almost every request is clean.
-    if !input.values().iter().any(|&v| bad(v)) {
+    if all_pass(input.values(), allow) {
         return Ok(());
     }
     let (i, v) = input
@@ -60,6 +60,19 @@ pub fn check_values<F: Wire>(input: &Input<F>, allow: Allow) -> Result<(), Error
             " (only finite values are allowed)"
         }
     )))
+}
+
+/// True when no value is ruled out. Branch-free within blocks so that it
+/// compiles to vector compares: an early-exit `any` ran at ~1.6 ns/value,
+/// twice the softmax itself.
+fn all_pass<F: Wire>(values: &[F], allow: Allow) -> bool {
+    const BLOCK: usize = 1024;
+    let inf = F::infinity();
+    values.chunks(BLOCK).all(|block| match allow {
+        // `v < inf` is false exactly for NaN and +inf.
+        Allow::NegInf => block.iter().fold(true, |ok, &v| ok & (v < inf)),
+        Allow::FiniteOnly => block.iter().fold(true, |ok, &v| ok & (v.abs() < inf)),
+    })
 }
 
 /// Fails on a negative or non-finite target value.
