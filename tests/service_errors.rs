@@ -279,6 +279,45 @@ async fn bad_values_name_their_position() {
 }
 
 #[tokio::test]
+async fn bad_values_far_into_large_raw_tensors_name_their_position() {
+    // Raw values are checked block by block as the kernel reads them: a bad
+    // value many blocks in must still be found and named exactly.
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    for (kind, at) in [(Kind::F32Raw, 40_123), (Kind::F64Raw, 63_999)] {
+        let mut v = vec![0.5; 64_000];
+        v[at] = f64::NAN;
+        let want = format!("logits: NaN at flat index {at}");
+        expect_forward(
+            &mut c,
+            fwd(tensor(&[64, 1000], &v, kind)),
+            Code::InvalidArgument,
+            &want,
+        )
+        .await;
+        let mut g = vec![0.25; 64_000];
+        g[at - 1] = f64::INFINITY;
+        let req = BackwardRequest {
+            output: None,
+            logits: Some(tensor(&[64, 1000], &vec![0.0; 64_000], kind)),
+            grad_output: Some(tensor(&[64, 1000], &g, kind)),
+            temperature: None,
+            log: false,
+        };
+        let err = c.backward(req).await.expect_err("must fail");
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(
+            err.message(),
+            format!(
+                "grad_output: +inf at flat index {} (only finite values are allowed)",
+                at - 1
+            )
+        );
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn oversized_messages_are_resource_exhausted() {
     let mut config = softmaxd::server::Config::for_tests();
     config.max_message_bytes = 64 << 10;

@@ -2,7 +2,7 @@
 
 use super::run::in_blocks;
 use super::tensor::{decode, decode_same, to_tensor, Decoded, Input, Wire};
-use super::validate::{check_values, inv_temperature, Allow};
+use super::validate::{check_block, check_values, inv_temperature, Allow};
 use super::{call::Call, Error, Softmax};
 use crate::kernel::{self, Form};
 use crate::proto::v1::{BackwardRequest, BackwardResponse, Tensor};
@@ -37,11 +37,16 @@ pub(super) fn primary(
 /// Checks the values of a primary tensor: logits and log-probabilities may
 /// hold `-inf` masks, probabilities must be finite.
 pub(super) fn check_primary<F: Wire>(x: &Input<F>, from: From, form: Form) -> Result<(), Error> {
-    let allow = match (from, form) {
+    check_values(x, primary_allows(from, form))
+}
+
+/// The non-finite values the primary tensor may hold: probabilities must be
+/// finite, logits and log-probabilities may hold `-inf` masks.
+fn primary_allows(from: From, form: Form) -> Allow {
+    match (from, form) {
         (From::Output, Form::Probs) => Allow::FiniteOnly,
         _ => Allow::NegInf,
-    };
-    check_values(x, allow)
+    }
 }
 
 impl Softmax {
@@ -75,18 +80,21 @@ impl Softmax {
         let g = decode_same::<F>("grad_output", grad_output)?;
         x.same_shape(&g)?;
         let inv_t = inv_temperature::<F>(temperature)?;
-        check_primary(&x, from, form)?;
-        check_values(&g, Allow::FiniteOnly)?;
         self.check_response("grad_logits", x.len(), std::mem::size_of::<F>())?;
         let _budget = self.reserve(3 * x.len() * std::mem::size_of::<F>())?;
+        let allow = primary_allows(from, form);
         self.run(x.len(), move |exec, cancel| {
             let mut out = F::pool().take(x.len());
-            let shape = (x.rows, x.k);
-            let xv = ArrayView2::from_shape(shape, x.values())?;
-            let gv = ArrayView2::from_shape(shape, g.values())?;
-            let mut ov = ArrayViewMut2::from_shape(shape, &mut out)?;
-            in_blocks(x.rows, x.k, cancel, |r| {
-                let (xb, gb) = (xv.slice(s![r.clone(), ..]), gv.slice(s![r.clone(), ..]));
+            let mut ov = ArrayViewMut2::from_shape((x.rows, x.k), &mut out)?;
+            let (mut xs, mut gs) = (Vec::new(), Vec::new());
+            // Values are checked block by block, just before the kernel reads
+            // the same block from cache.
+            in_blocks(x.rows, x.k, exec, cancel, |r| {
+                let (xb, gb) = (x.block(r.clone(), &mut xs)?, g.block(r.clone(), &mut gs)?);
+                check_block(x.field, xb, r.start * x.k, allow)?;
+                check_block(g.field, gb, r.start * x.k, Allow::FiniteOnly)?;
+                let xb = ArrayView2::from_shape((r.len(), x.k), xb)?;
+                let gb = ArrayView2::from_shape((r.len(), x.k), gb)?;
                 let ob = ov.slice_mut(s![r, ..]);
                 match from {
                     From::Output => kernel::backward(xb, gb, ob, inv_t, form, exec)?,

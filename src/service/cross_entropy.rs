@@ -42,6 +42,7 @@ impl Softmax {
         target: Option<Tensor>,
         temperature: Option<f32>,
     ) -> Result<(Tensor, Tensor), Error> {
+        let x = x.contiguous();
         let against = match (labels.is_empty(), target) {
             (false, Some(_)) => {
                 return Err(Error::invalid(
@@ -49,7 +50,7 @@ impl Softmax {
                 ))
             }
             (true, Some(t)) => {
-                let y = decode_same::<F>("target", Some(t))?;
+                let y = decode_same::<F>("target", Some(t))?.contiguous();
                 x.same_shape(&y)?;
                 check_target(&y)?;
                 Against::Dist(y)
@@ -79,14 +80,14 @@ impl Softmax {
             let shape = (x.rows, x.k);
             let mut loss = vec![F::zero(); x.rows];
             let mut grad = F::pool().take(x.len());
-            let xv = ArrayView2::from_shape(shape, x.values())?;
+            let xv = ArrayView2::from_shape(shape, x.values()?)?;
             let mut lv = ArrayViewMut1::from(&mut loss[..]);
             let mut gv = ArrayViewMut2::from_shape(shape, &mut grad)?;
             let dist = match &against {
                 Against::Labels(_) => None,
-                Against::Dist(y) => Some(ArrayView2::from_shape(shape, y.values())?),
+                Against::Dist(y) => Some(ArrayView2::from_shape(shape, y.values()?)?),
             };
-            in_blocks(x.rows, x.k, cancel, |r| {
+            in_blocks(x.rows, x.k, exec, cancel, |r| {
                 let target = match (&against, &dist) {
                     (Against::Labels(l), _) => Target::Labels(l.get(r.clone()).unwrap_or_default()),
                     (_, Some(y)) => Target::Dist(y.slice(s![r.clone(), ..])),

@@ -2,7 +2,7 @@
 
 use super::run::in_blocks;
 use super::tensor::{decode, to_tensor, Decoded, Input, Wire};
-use super::validate::{check_values, inv_temperature, Allow};
+use super::validate::{check_block, inv_temperature, Allow};
 use super::{call::Call, Error, Softmax};
 use crate::kernel::{self, Form};
 use crate::proto::v1::{ForwardRequest, ForwardResponse};
@@ -36,17 +36,25 @@ impl Softmax {
         form: Form,
     ) -> Result<crate::proto::v1::Tensor, Error> {
         let inv_t = inv_temperature::<F>(temperature)?;
-        check_values(&x, Allow::NegInf)?;
         self.check_response("output", x.len(), std::mem::size_of::<F>())?;
         let _budget = self.reserve(2 * x.len() * std::mem::size_of::<F>())?;
         self.run(x.len(), move |exec, cancel| {
             let mut out = F::pool().take(x.len());
-            let shape = (x.rows, x.k);
-            let xv = ArrayView2::from_shape(shape, x.values())?;
-            let mut ov = ArrayViewMut2::from_shape(shape, &mut out)?;
-            in_blocks(x.rows, x.k, cancel, |r| {
-                let (xb, ob) = (xv.slice(s![r.clone(), ..]), ov.slice_mut(s![r, ..]));
-                Ok(kernel::forward(xb, ob, inv_t, form, exec)?)
+            let mut ov = ArrayViewMut2::from_shape((x.rows, x.k), &mut out)?;
+            let mut scratch = Vec::new();
+            // Values are checked block by block, just before the kernel reads
+            // the same block from cache.
+            in_blocks(x.rows, x.k, exec, cancel, |r| {
+                let xb = x.block(r.clone(), &mut scratch)?;
+                check_block(x.field, xb, r.start * x.k, Allow::NegInf)?;
+                let xb = ArrayView2::from_shape((r.len(), x.k), xb)?;
+                Ok(kernel::forward(
+                    xb,
+                    ov.slice_mut(s![r, ..]),
+                    inv_t,
+                    form,
+                    exec,
+                )?)
             })?;
             Ok(to_tensor(x.wire_dims(), out, x.encoding))
         })

@@ -26,6 +26,8 @@ impl<F: Wire> Job<F> {
     fn new(x: Input<F>, from: From, req_t: Option<f32>, log: bool) -> Result<Self, Error> {
         let form = if log { Form::LogProbs } else { Form::Probs };
         let inv_t = inv_temperature::<F>(req_t)?;
+        // The input is tiny next to its Jacobian: one copy costs nothing.
+        let x = x.contiguous();
         check_primary(&x, from, form)?;
         Ok(Self {
             x,
@@ -51,7 +53,7 @@ impl<F: Wire> Job<F> {
         let k = self.x.k;
         let rows = self
             .x
-            .values()
+            .values()?
             .get(first * k..(first + n) * k)
             .ok_or_else(|| Error::Internal("jacobian chunk out of range".into()))?;
         let len = self
@@ -60,7 +62,7 @@ impl<F: Wire> Job<F> {
         let mut out = F::pool().take(len);
         let xv = ArrayView2::from_shape((n, k), rows)?;
         let mut ov = ArrayViewMut3::from_shape((n, k, k), &mut out)?;
-        in_blocks(n, k.saturating_mul(k), cancel, |r| {
+        in_blocks(n, k.saturating_mul(k), exec, cancel, |r| {
             let (xb, ob) = (xv.slice(s![r.clone(), ..]), ov.slice_mut(s![r, .., ..]));
             match self.from {
                 From::Output => kernel::jacobian(xb, ob, self.inv_t, self.form, exec)?,

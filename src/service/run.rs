@@ -9,9 +9,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Output elements per block between two cancellation checks: about 1 MiB
-/// of f32, a few hundred microseconds of work.
-const BLOCK_ELEMENTS: usize = 1 << 18;
+/// Output elements per block on the pool, between two cancellation checks:
+/// about 1 MiB of f32, a few hundred microseconds of work, enough to pay for
+/// splitting it over the threads.
+const POOL_BLOCK_ELEMENTS: usize = 1 << 18;
+/// Output elements per block inline: 64 KiB of f32, so that a block copied
+/// out of unaligned request bytes is still in cache when the kernel reads it.
+const INLINE_BLOCK_ELEMENTS: usize = 1 << 14;
 
 /// Set when the call that started some work no longer waits for it (its
 /// deadline passed or its client went away).
@@ -34,15 +38,20 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Runs `f` on consecutive row blocks of about [`BLOCK_ELEMENTS`] output
-/// elements (`per_row` each), checking `cancel` before every block.
+/// Runs `f` on consecutive row blocks of a size fit for `exec` (`per_row`
+/// output elements each), checking `cancel` before every block.
 pub(super) fn in_blocks(
     rows: usize,
     per_row: usize,
+    exec: Exec,
     cancel: &Cancel,
     mut f: impl FnMut(Range<usize>) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let step = (BLOCK_ELEMENTS / per_row.max(1)).max(1);
+    let block = match exec {
+        Exec::Inline => INLINE_BLOCK_ELEMENTS,
+        Exec::Pool => POOL_BLOCK_ELEMENTS,
+    };
+    let step = (block / per_row.max(1)).max(1);
     let mut start = 0;
     while start < rows {
         if cancel.is_set() {

@@ -32,11 +32,13 @@ pub enum Encoding {
 }
 
 /// The values of a tensor: a vector decoded from typed fields, or the raw
-/// bytes of the request itself when they are suitably aligned.
+/// bytes of the request itself, viewed in place when they are aligned and
+/// copied a block at a time into a small scratch buffer when they are not.
 #[derive(Debug)]
 enum Buf<F: Wire> {
     Owned(Vec<F>),
     Shared(Bytes),
+    Unaligned(Bytes),
 }
 
 impl<F: Wire> Drop for Buf<F> {
@@ -64,13 +66,53 @@ pub struct Input<F: Wire> {
 }
 
 impl<F: Wire> Input<F> {
-    /// The values, row-major, `rows * k` of them.
-    pub fn values(&self) -> &[F] {
+    /// The values, row-major, `rows * k` of them; unaligned raw values must
+    /// be made [`contiguous`](Self::contiguous) first.
+    pub fn values(&self) -> Result<&[F], Error> {
         match &self.buf {
-            Buf::Owned(v) => v,
-            // Alignment and length were checked when the tensor was decoded.
-            Buf::Shared(b) => bytemuck::try_cast_slice(b).unwrap_or(&[]),
+            Buf::Owned(v) => Ok(v),
+            Buf::Shared(b) => cast(b),
+            Buf::Unaligned(_) => Err(Error::Internal(format!(
+                "{}: unaligned values read without a copy",
+                self.field
+            ))),
         }
+    }
+
+    /// The values of `rows`, in place when possible, else copied into
+    /// `scratch`: a block that stays in cache for the kernel, instead of a
+    /// second copy of the whole tensor.
+    pub fn block<'a>(
+        &'a self,
+        rows: std::ops::Range<usize>,
+        scratch: &'a mut Vec<F>,
+    ) -> Result<&'a [F], Error> {
+        let span = rows.start * self.k..rows.end * self.k;
+        let missing = || Error::Internal(format!("{}: rows {rows:?} out of range", self.field));
+        match &self.buf {
+            Buf::Owned(v) => v.get(span).ok_or_else(missing),
+            Buf::Shared(b) => cast(b)?.get(span).ok_or_else(missing),
+            Buf::Unaligned(b) => {
+                let width = std::mem::size_of::<F>();
+                let bytes = b
+                    .get(span.start * width..span.end * width)
+                    .ok_or_else(missing)?;
+                scratch.resize(span.len(), F::zero());
+                copy_le(bytes, scratch);
+                Ok(scratch)
+            }
+        }
+    }
+
+    /// The same tensor with its values in one slice (copies unaligned raw
+    /// values once, into a recycled buffer).
+    pub fn contiguous(mut self) -> Self {
+        if let Buf::Unaligned(raw) = &self.buf {
+            let mut out = F::pool().take(raw.len() / std::mem::size_of::<F>());
+            copy_le(raw, &mut out);
+            self.buf = Buf::Owned(out);
+        }
+        self
     }
 
     /// Number of values.
@@ -352,22 +394,83 @@ fn decode_as<F: Wire>(field: &'static str, mut t: Tensor) -> Result<Input<F>, Er
     })
 }
 
-/// Raw bytes viewed in place when aligned on a little-endian host, else
-/// converted in one pass.
+/// Raw bytes viewed in place when aligned on a little-endian host. Requests
+/// are rarely aligned (the field follows a 5-byte gRPC header and a few tag
+/// bytes), so the rest are read through [`Input::block`].
 fn from_le<F: Wire>(raw: Bytes) -> Buf<F> {
     if cfg!(target_endian = "little") && bytemuck::try_cast_slice::<u8, F>(&raw).is_ok() {
-        return Buf::Shared(raw);
+        Buf::Shared(raw)
+    } else {
+        Buf::Unaligned(raw)
     }
-    let width = std::mem::size_of::<F>();
-    // Requests are almost never aligned (the field follows a 5-byte gRPC
-    // header and a few tag bytes): copy into a recycled buffer, no zero-fill.
-    let mut out = F::pool().take(raw.len() / width);
-    let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
-    dst.copy_from_slice(&raw);
-    if cfg!(target_endian = "big") {
-        for chunk in dst.chunks_exact_mut(width) {
-            chunk.reverse();
+}
+
+/// Aligned bytes as values; the alignment and length were checked at decode.
+fn cast<F: Wire>(raw: &Bytes) -> Result<&[F], Error> {
+    bytemuck::try_cast_slice(raw)
+        .map_err(|e| Error::Internal(format!("raw values could not be viewed in place: {e}")))
+}
+
+/// Little-endian bytes into values of the same total size.
+fn copy_le<F: Wire>(raw: &[u8], out: &mut [F]) {
+    let dst: &mut [u8] = bytemuck::cast_slice_mut(out);
+    let n = dst.len().min(raw.len());
+    if let (Some(d), Some(r)) = (dst.get_mut(..n), raw.get(..n)) {
+        d.copy_from_slice(r);
+        if cfg!(target_endian = "big") {
+            for chunk in d.chunks_exact_mut(std::mem::size_of::<F>()) {
+                chunk.reverse();
+            }
         }
     }
-    Buf::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Raw f32 bytes of `v`, starting `shift` bytes into their buffer.
+    fn raw_at(v: &[f32], shift: usize) -> Tensor {
+        let mut bytes = vec![0u8; shift];
+        bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+        Tensor {
+            shape: vec![3, 4],
+            f32_le: Bytes::from(bytes).slice(shift..),
+            ..Tensor::default()
+        }
+    }
+
+    #[test]
+    fn every_alignment_reads_the_same_values() {
+        let v: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect();
+        for shift in 0..8 {
+            let x = decode_same::<f32>("x", Some(raw_at(&v, shift))).unwrap();
+            let mut scratch = Vec::new();
+            assert_eq!(
+                x.block(1..3, &mut scratch).unwrap(),
+                &v[4..12],
+                "shift {shift}"
+            );
+            assert_eq!(
+                x.block(0..1, &mut scratch).unwrap(),
+                &v[0..4],
+                "shift {shift}"
+            );
+            assert!(x.block(2..4, &mut scratch).is_err(), "rows past the end");
+            let x = x.contiguous();
+            assert_eq!(x.values().unwrap(), &v[..], "shift {shift}");
+        }
+    }
+
+    #[test]
+    fn unaligned_values_need_a_copy_first() {
+        let v = [1.0f32; 12];
+        // One of these two shifts is misaligned for f32 wherever the buffer lands.
+        let misaligned = (1..3)
+            .map(|shift| decode_same::<f32>("x", Some(raw_at(&v, shift))).unwrap())
+            .find(|x| matches!(x.buf, Buf::Unaligned(_)))
+            .expect("a misaligned tensor");
+        assert!(misaligned.values().is_err());
+        assert_eq!(misaligned.contiguous().values().unwrap(), &v[..]);
+    }
 }

@@ -36,24 +36,34 @@ pub enum Allow {
 
 /// Fails on the first value that `allow` rules out.
 pub fn check_values<F: Wire>(input: &Input<F>, allow: Allow) -> Result<(), Error> {
+    check_block(input.field, input.values()?, 0, allow)
+}
+
+/// Fails on the first value of `values` that `allow` rules out, naming its
+/// flat index in the tensor (`values` starts at flat index `offset`).
+pub fn check_block<F: Wire>(
+    field: &str,
+    values: &[F],
+    offset: usize,
+    allow: Allow,
+) -> Result<(), Error> {
+    // A fast scan first: almost every request is clean.
+    if all_pass(values, allow) {
+        return Ok(());
+    }
     let bad = |v: F| {
         v.is_nan() || v == F::infinity() || (allow == Allow::FiniteOnly && v == F::neg_infinity())
     };
-    // A fast scan first: almost every request is clean.
-    if all_pass(input.values(), allow) {
-        return Ok(());
-    }
-    let (i, v) = input
-        .values()
+    let (i, v) = values
         .iter()
         .enumerate()
         .find(|(_, &v)| bad(v))
         .map(|(i, &v)| (i, v))
         .unwrap_or((0, F::nan()));
     Err(Error::invalid(format!(
-        "{}: {} at flat index {i}{}",
-        input.field,
+        "{field}: {} at flat index {}{}",
         describe(v),
+        offset + i,
         if allow == Allow::NegInf {
             " (only finite values and -inf masks are allowed)"
         } else {
@@ -78,12 +88,13 @@ fn all_pass<F: Wire>(values: &[F], allow: Allow) -> bool {
 /// Fails on a negative or non-finite target value.
 pub fn check_target<F: Wire>(input: &Input<F>) -> Result<(), Error> {
     check_values(input, Allow::FiniteOnly)?;
-    match input.values().iter().position(|&v| v < F::zero()) {
+    let values = input.values()?;
+    match values.iter().position(|&v| v < F::zero()) {
         None => Ok(()),
         Some(i) => Err(Error::invalid(format!(
             "{}: negative value {:?} at flat index {i} (a target is a non-negative distribution)",
             input.field,
-            input.values().get(i).copied().unwrap_or_else(F::zero)
+            values.get(i).copied().unwrap_or_else(F::zero)
         ))),
     }
 }
