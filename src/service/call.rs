@@ -15,9 +15,12 @@ pub(super) struct Call {
 }
 
 impl Call {
-    /// Opens the span of a call to `method`.
+    /// Opens the span of a call to `method`. It is a debug span: an
+    /// enabled span formats every recorded field, which cost small calls
+    /// several percent of their throughput; failures are logged at info
+    /// with their method and code either way.
     pub fn start(method: &'static str) -> Self {
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "call",
             method,
             dtype = Empty,
@@ -69,9 +72,21 @@ impl Call {
         match &result {
             Ok(_) => tracing::debug!("call completed"),
             Err(s) if s.code() == tonic::Code::Internal => {
-                tracing::error!(message = s.message(), "call failed")
+                tracing::error!(
+                    method = self.method,
+                    ?code,
+                    message = s.message(),
+                    "call failed"
+                )
             }
-            Err(s) => tracing::info!(message = s.message(), "call failed"),
+            Err(s) => {
+                tracing::info!(
+                    method = self.method,
+                    ?code,
+                    message = s.message(),
+                    "call failed"
+                )
+            }
         }
         result.map(Response::new)
     }
