@@ -206,3 +206,13 @@ fn shape_mismatch_is_an_error() {
         "{err:?}"
     );
 }
+
+#[test]
+fn matrices_too_large_for_the_cache_are_streamed_and_still_exact() {
+    // 9 × 1000² f32 values = 36 MB: above the kernel's streaming threshold
+    // (32 MiB), with matrix rows starting at every alignment.
+    let x = Array2::from_shape_fn((9, 1000), |(r, j)| {
+        ((r * 7 + j * 13) % 101) as f64 * 0.05 - 2.0
+    });
+    check::<f32>(&x, 1.0);
+}

@@ -116,6 +116,13 @@ pub trait Element: Float + Debug + Default + Send + Sync + 'static {
         }
     }
 
+    /// As [`scaled`](Self::scaled), with stores that bypass the cache where
+    /// the CPU has them: for outputs far larger than the cache, which would
+    /// otherwise be read from memory before being overwritten.
+    fn scaled_stream(s: &[Self], a: Self, out: &mut [Self]) {
+        Self::scaled(s, a, out)
+    }
+
     /// `out_j = a * exp(l_j)`.
     fn scaled_exp(l: &[Self], a: Self, out: &mut [Self]) {
         for (o, &lj) in out.iter_mut().zip(l) {

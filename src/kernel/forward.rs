@@ -1,6 +1,6 @@
 //! Forward pass: softmax and log-softmax over the last axis.
 
-use super::{check_same, for_rows, Element, Exec, Form, KernelError};
+use super::{check_same, for_rows, scratch_row, streams, Element, Exec, Form, KernelError};
 use ndarray::{ArrayView2, ArrayViewMut2, Zip};
 
 /// Writes softmax(x · inv_t) (or log-softmax) of every row of `x` into `out`.
@@ -16,16 +16,34 @@ pub fn forward<F: Element>(
 ) -> Result<(), KernelError> {
     check_same("logits", &x, &out)?;
     check_same("output", &out, &x)?;
+    let stream = streams::<F>(out.len());
     let zip = Zip::from(x.rows()).and(out.rows_mut());
     for_rows!(exec, zip, |x, mut o| {
         if let (Some(x), Some(o)) = (x.as_slice(), o.as_slice_mut()) {
             match form {
+                Form::Probs if stream => softmax_row_streamed(x, inv_t, o),
                 Form::Probs => softmax_row(x, inv_t, o),
                 Form::LogProbs => log_softmax_row(x, inv_t, o),
             }
         }
     });
     Ok(())
+}
+
+/// As [`softmax_row`], for outputs too large for the cache: the
+/// exponentials go to a scratch row that stays in cache, and the scaled
+/// result is streamed to `out` once, so memory sees one read of `x` and one
+/// write of `out`, like a memcpy, instead of a read-for-ownership as well.
+fn softmax_row_streamed<F: Element>(x: &[F], inv_t: F, out: &mut [F]) {
+    let m = F::row_max(x);
+    if m == F::neg_infinity() {
+        out.fill(F::zero());
+        return;
+    }
+    let mut buf = Vec::new();
+    let e = scratch_row(&mut buf, x.len());
+    let sum = F::exp_shifted(x, m, inv_t, e);
+    F::scaled_stream(e, F::of(1.0 / sum), out);
 }
 
 /// One row of softmax: max, then exp and sum, then scale, each pass over a

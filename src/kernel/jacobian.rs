@@ -2,7 +2,7 @@
 //! matrix row is written in one streaming pass.
 
 use super::forward::{log_softmax_row, softmax_row};
-use super::{check_layout, for_rows, Element, Exec, Form, KernelError};
+use super::{check_layout, for_rows, scratch_row, streams, Element, Exec, Form, KernelError};
 use ndarray::{ArrayView2, ArrayViewMut3, Axis, Zip};
 
 /// `out[r, i, j] = ∂s_i/∂x_j = (1/T)(δ_ij s_i - s_i s_j)` for each row `r` of
@@ -17,11 +17,12 @@ pub fn jacobian<F: Element>(
     exec: Exec,
 ) -> Result<(), KernelError> {
     check_out(&s, &out)?;
+    let stream = streams::<F>(out.len());
     let zip = Zip::from(s.rows()).and(out.axis_iter_mut(Axis(0)));
     for_rows!(exec, zip, |s, mut o| {
         if let (Some(s), Some(o)) = (s.as_slice(), o.as_slice_mut()) {
             match form {
-                Form::Probs => probs_matrix(s, inv_t, o),
+                Form::Probs => probs_matrix(s, inv_t, o, stream),
                 Form::LogProbs => log_matrix(s, inv_t, o),
             }
         }
@@ -39,6 +40,7 @@ pub fn jacobian_from_logits<F: Element>(
     exec: Exec,
 ) -> Result<(), KernelError> {
     check_out(&x, &out)?;
+    let stream = streams::<F>(out.len());
     let zip = Zip::from(x.rows()).and(out.axis_iter_mut(Axis(0)));
     for_rows!(exec, zip, |x, mut o| {
         if let (Some(x), Some(o)) = (x.as_slice(), o.as_slice_mut()) {
@@ -50,7 +52,7 @@ pub fn jacobian_from_logits<F: Element>(
                 Form::Probs => softmax_row(x, inv_t, tail),
                 Form::LogProbs => log_softmax_row(x, inv_t, tail),
             }
-            fill_from_last(head, tail, inv_t, form);
+            fill_from_last(head, tail, inv_t, form, stream);
         }
     });
     Ok(())
@@ -70,12 +72,44 @@ fn check_out<F>(s: &ArrayView2<'_, F>, out: &ArrayViewMut3<'_, F>) -> Result<(),
     Ok(())
 }
 
-fn probs_matrix<F: Element>(s: &[F], inv_t: F, out: &mut [F]) {
+fn probs_matrix<F: Element>(s: &[F], inv_t: F, out: &mut [F], stream: bool) {
     let k = s.len();
+    let mut rows = Rows::new(stream);
     for (i, (row, &si)) in out.chunks_exact_mut(k.max(1)).zip(s).enumerate() {
-        F::scaled(s, -inv_t * si, row);
-        if let Some(d) = row.get_mut(i) {
-            *d = *d + inv_t * si;
+        rows.put(s, -inv_t * si, i, inv_t * si, row);
+    }
+}
+
+/// Writes matrix rows `a · base + d · e_i`: in place, or, for outputs too
+/// large for the cache, built in a scratch row and streamed past the cache
+/// (so memory sees only the writes, as with a memset).
+struct Rows<F> {
+    scratch: Option<Vec<F>>,
+}
+
+impl<F: Element> Rows<F> {
+    fn new(stream: bool) -> Self {
+        Self {
+            scratch: stream.then(Vec::new),
+        }
+    }
+
+    fn put(&mut self, base: &[F], a: F, i: usize, d: F, row: &mut [F]) {
+        match &mut self.scratch {
+            None => {
+                F::scaled(base, a, row);
+                if let Some(v) = row.get_mut(i) {
+                    *v = *v + d;
+                }
+            }
+            Some(buf) => {
+                let buf = scratch_row(buf, base.len());
+                F::scaled(base, a, buf);
+                if let Some(v) = buf.get_mut(i) {
+                    *v = *v + d;
+                }
+                F::scaled_stream(buf, F::one(), row);
+            }
         }
     }
 }
@@ -103,15 +137,13 @@ fn log_matrix<F: Element>(l: &[F], inv_t: F, out: &mut [F]) {
 
 /// Fills the matrix whose last row `tail` holds `s` (or log `s`): rows
 /// `0..k-1` into `head`, then the last row in place.
-fn fill_from_last<F: Element>(head: &mut [F], tail: &mut [F], inv_t: F, form: Form) {
+fn fill_from_last<F: Element>(head: &mut [F], tail: &mut [F], inv_t: F, form: Form, stream: bool) {
     let k = tail.len();
     match form {
         Form::Probs => {
+            let mut rows = Rows::new(stream);
             for (i, (row, &si)) in head.chunks_exact_mut(k.max(1)).zip(tail.iter()).enumerate() {
-                F::scaled(tail, -inv_t * si, row);
-                if let Some(d) = row.get_mut(i) {
-                    *d = *d + inv_t * si;
-                }
+                rows.put(tail, -inv_t * si, i, inv_t * si, row);
             }
             let last = k.saturating_sub(1);
             if let Some(&sl) = tail.get(last) {

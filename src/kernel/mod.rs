@@ -61,6 +61,26 @@ macro_rules! for_rows {
 }
 pub(crate) use for_rows;
 
+/// Outputs of at least this many bytes are written with streaming stores:
+/// far beyond the L2 cache, where normal stores would first read every line
+/// of the output from memory. (glibc's memcpy switches the same way.)
+const STREAM_MIN_BYTES: usize = 32 << 20;
+
+/// A scratch row of `k` values in `buf` starting on a cache line, so that
+/// full-vector stores into it never split across two lines.
+pub(crate) fn scratch_row<F: Element>(buf: &mut Vec<F>, k: usize) -> &mut [F] {
+    let pad = 64 / std::mem::size_of::<F>();
+    buf.resize(k + pad, F::zero());
+    let off = buf.as_ptr().align_offset(64).min(pad);
+    // Never empty: `buf` holds `k + pad` values and `off <= pad`.
+    buf.get_mut(off..off + k).unwrap_or_default()
+}
+
+/// Whether an output of `len` values is written with streaming stores.
+pub(crate) fn streams<F>(len: usize) -> bool {
+    len.saturating_mul(std::mem::size_of::<F>()) >= STREAM_MIN_BYTES
+}
+
 pub(crate) fn check_same<A, B, D: ndarray::Dimension>(
     what: &'static str,
     a: &ndarray::ArrayBase<A, D>,

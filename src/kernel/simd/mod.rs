@@ -114,6 +114,10 @@ macro_rules! simd_element {
                 simd!($t; V => vector::scaled::<V>(s, a, out); _fused => rows::scaled(s, a, out))
             }
 
+            fn scaled_stream(s: &[Self], a: Self, out: &mut [Self]) {
+                simd!($t; V => vector::scaled_stream::<V>(s, a, out); _fused => rows::scaled(s, a, out))
+            }
+
             fn scaled_exp(l: &[Self], a: Self, out: &mut [Self]) {
                 simd!($t; V => vector::scaled_exp::<V>(l, a, out); fused => rows::scaled_exp(fused, l, a, out))
             }

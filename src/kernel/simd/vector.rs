@@ -40,6 +40,18 @@ pub(crate) trait Vector: Copy {
     fn reduce_max(self) -> Self::T;
     /// Sum of the lanes, in f64.
     fn reduce_sum(self) -> f64;
+
+    /// Stores `LANES` values into `dst` (exactly that many), past the cache
+    /// when `dst` is aligned to a whole vector; this default stores normally.
+    #[inline(always)]
+    fn stream(self, dst: &mut [Self::T]) {
+        self.store(dst)
+    }
+
+    /// Orders earlier streaming stores before any later store (they are
+    /// weakly ordered), so a row is complete before another thread reads it.
+    #[inline(always)]
+    fn fence() {}
 }
 
 /// Constants of the exp of `Real`, per lane type.
@@ -52,7 +64,7 @@ pub(crate) trait ExpConsts: Real {
     const LOG2_E: Self;
     const LN2_HI: Self;
     const LN2_LO: Self;
-    /// Taylor coefficients 1/n!, highest degree first.
+    /// Polynomial coefficients of e^r, highest degree first.
     const POLY: &'static [Self];
 }
 
@@ -62,9 +74,19 @@ fn exp<V: Vector>(z: V) -> V
 where
     V::T: ExpConsts,
 {
+    exp_below(z.min(V::splat(V::T::MAX_ARG)))
+}
+
+/// exp of lanes known to be at most `MAX_ARG`, such as the `x - max(x)` of
+/// softmax: one instruction fewer than [`exp`] in the hottest loop.
+#[inline(always)]
+fn exp_below<V: Vector>(z: V) -> V
+where
+    V::T: ExpConsts,
+{
     // Clamped far enough below MIN_ARG that 2^n underflows to 0 (and -inf
     // becomes finite): `scale_pow2` gets 0 there by masking or by underflow.
-    let zc = z.max(V::splat(V::T::LOWEST)).min(V::splat(V::T::MAX_ARG));
+    let zc = z.max(V::splat(V::T::LOWEST));
     let shifter = V::splat(V::T::SHIFTER);
     let t = zc.fmadd(V::splat(V::T::LOG2_E), shifter);
     let n = t.sub(shifter);
@@ -128,8 +150,36 @@ pub(crate) fn row_max<V: Vector>(x: &[V::T]) -> V::T {
     xs.remainder().iter().fold(m, |m, &v| V::T::vmax(m, v))
 }
 
+/// `(x - m) · inv_t` for one vector; the multiply is skipped at T = 1,
+/// the common case, as a separate instantiation rather than a branch.
+#[inline(always)]
+fn shifted<V: Vector, const SCALED: bool>(x: V, vm: V, vt: V) -> V {
+    if SCALED {
+        x.sub(vm).mul(vt)
+    } else {
+        x.sub(vm)
+    }
+}
+
 #[inline(always)]
 pub(crate) fn exp_shifted<V: Vector>(x: &[V::T], m: V::T, inv_t: V::T, out: &mut [V::T]) -> f64
+where
+    V::T: ExpConsts,
+{
+    if inv_t == V::T::ONE {
+        exp_shifted_as::<V, false>(x, m, inv_t, out)
+    } else {
+        exp_shifted_as::<V, true>(x, m, inv_t, out)
+    }
+}
+
+#[inline(always)]
+fn exp_shifted_as<V: Vector, const SCALED: bool>(
+    x: &[V::T],
+    m: V::T,
+    inv_t: V::T,
+    out: &mut [V::T],
+) -> f64
 where
     V::T: ExpConsts,
 {
@@ -143,7 +193,7 @@ where
         #[inline(always)]
         |_| match (xs.next(), os.next()) {
             (Some(x), Some(o)) => {
-                let e = exp(V::load(x).sub(vm).mul(vt));
+                let e = exp_below(shifted::<V, SCALED>(V::load(x), vm, vt));
                 e.store(o);
                 e
             }
@@ -162,13 +212,25 @@ pub(crate) fn sum_exp_shifted<V: Vector>(x: &[V::T], m: V::T, inv_t: V::T) -> f6
 where
     V::T: ExpConsts,
 {
+    if inv_t == V::T::ONE {
+        sum_exp_shifted_as::<V, false>(x, m, inv_t)
+    } else {
+        sum_exp_shifted_as::<V, true>(x, m, inv_t)
+    }
+}
+
+#[inline(always)]
+fn sum_exp_shifted_as<V: Vector, const SCALED: bool>(x: &[V::T], m: V::T, inv_t: V::T) -> f64
+where
+    V::T: ExpConsts,
+{
     let (vm, vt) = (V::splat(m), V::splat(inv_t));
     let mut xs = x.chunks_exact(V::LANES);
     let body = sum_vectors::<V>(
         xs.len(),
         #[inline(always)]
         |_| match xs.next() {
-            Some(x) => exp(V::load(x).sub(vm).mul(vt)),
+            Some(x) => exp_below(shifted::<V, SCALED>(V::load(x), vm, vt)),
             None => V::splat(V::T::ZERO),
         },
     );
@@ -398,6 +460,29 @@ pub(crate) fn scaled<V: Vector>(s: &[V::T], a: V::T, out: &mut [V::T]) {
         #[inline(always)]
         |s| a * s,
     );
+}
+
+/// [`scaled`] with streaming stores from the first vector-aligned element of
+/// `out` on (the head before it, and the tail, are stored normally).
+#[inline(always)]
+pub(crate) fn scaled_stream<V: Vector>(s: &[V::T], a: V::T, out: &mut [V::T]) {
+    let align = V::LANES * std::mem::size_of::<V::T>();
+    let head = out.as_ptr().align_offset(align).min(out.len()).min(s.len());
+    let (out_head, out_body) = out.split_at_mut(head);
+    let (s_head, s_body) = s.split_at(head);
+    for (o, &v) in out_head.iter_mut().zip(s_head) {
+        *o = a * v;
+    }
+    let va = V::splat(a);
+    let mut xs = s_body.chunks_exact(V::LANES);
+    let mut os = out_body.chunks_exact_mut(V::LANES);
+    for (x, o) in (&mut xs).zip(&mut os) {
+        va.mul(V::load(x)).stream(o);
+    }
+    for (o, &v) in os.into_remainder().iter_mut().zip(xs.remainder()) {
+        *o = a * v;
+    }
+    V::fence();
 }
 
 #[inline(always)]

@@ -122,6 +122,22 @@ impl Vector for F32x16 {
     fn store(self, dst: &mut [f32]) {
         store!(self.0, dst, 16, f32, _mm512_storeu_ps)
     }
+    #[inline(always)]
+    fn stream(self, dst: &mut [f32]) {
+        match dst.get_mut(..16) {
+            Some(d) if (d.as_ptr() as usize).is_multiple_of(64) => {
+                // SAFETY: 16 writable values, aligned as the streaming store
+                // requires (checked just above).
+                unsafe { _mm512_stream_ps(d.as_mut_ptr(), self.0) }
+            }
+            _ => self.store(dst),
+        }
+    }
+    #[inline(always)]
+    fn fence() {
+        // SAFETY: see the module docs (sfence needs only SSE).
+        unsafe { _mm_sfence() }
+    }
     arith!(
         _mm512_add_ps,
         _mm512_sub_ps,
@@ -174,6 +190,22 @@ impl Vector for F64x8 {
     #[inline(always)]
     fn store(self, dst: &mut [f64]) {
         store!(self.0, dst, 8, f64, _mm512_storeu_pd)
+    }
+    #[inline(always)]
+    fn stream(self, dst: &mut [f64]) {
+        match dst.get_mut(..8) {
+            Some(d) if (d.as_ptr() as usize).is_multiple_of(64) => {
+                // SAFETY: 8 writable values, aligned as the streaming store
+                // requires (checked just above).
+                unsafe { _mm512_stream_pd(d.as_mut_ptr(), self.0) }
+            }
+            _ => self.store(dst),
+        }
+    }
+    #[inline(always)]
+    fn fence() {
+        // SAFETY: see the module docs (sfence needs only SSE).
+        unsafe { _mm_sfence() }
     }
     arith!(
         _mm512_add_pd,
@@ -228,6 +260,22 @@ impl Vector for F32x8 {
     fn store(self, dst: &mut [f32]) {
         store!(self.0, dst, 8, f32, _mm256_storeu_ps)
     }
+    #[inline(always)]
+    fn stream(self, dst: &mut [f32]) {
+        match dst.get_mut(..8) {
+            Some(d) if (d.as_ptr() as usize).is_multiple_of(32) => {
+                // SAFETY: 8 writable values, aligned as the streaming store
+                // requires (checked just above).
+                unsafe { _mm256_stream_ps(d.as_mut_ptr(), self.0) }
+            }
+            _ => self.store(dst),
+        }
+    }
+    #[inline(always)]
+    fn fence() {
+        // SAFETY: see the module docs (sfence needs only SSE).
+        unsafe { _mm_sfence() }
+    }
     arith!(
         _mm256_add_ps,
         _mm256_sub_ps,
@@ -274,6 +322,22 @@ impl Vector for F64x4 {
     #[inline(always)]
     fn store(self, dst: &mut [f64]) {
         store!(self.0, dst, 4, f64, _mm256_storeu_pd)
+    }
+    #[inline(always)]
+    fn stream(self, dst: &mut [f64]) {
+        match dst.get_mut(..4) {
+            Some(d) if (d.as_ptr() as usize).is_multiple_of(32) => {
+                // SAFETY: 4 writable values, aligned as the streaming store
+                // requires (checked just above).
+                unsafe { _mm256_stream_pd(d.as_mut_ptr(), self.0) }
+            }
+            _ => self.store(dst),
+        }
+    }
+    #[inline(always)]
+    fn fence() {
+        // SAFETY: see the module docs (sfence needs only SSE).
+        unsafe { _mm_sfence() }
     }
     arith!(
         _mm256_add_pd,
