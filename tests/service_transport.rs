@@ -6,12 +6,17 @@ mod harness;
 use harness::reference::{per_row, softmax, values};
 use harness::wire::{expect, tensor, Kind};
 use harness::TestServer;
+use softmaxd::server::Config;
 use softmaxd::proto::v1::ForwardRequest;
 use tonic::codec::CompressionEncoding;
 
 #[tokio::test]
 async fn compressed_requests_and_responses() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(Config {
+        compress_responses: true,
+        ..Config::for_tests()
+    })
+    .await;
     for enc in [CompressionEncoding::Gzip, CompressionEncoding::Zstd] {
         let mut client = server
             .client()
@@ -43,6 +48,30 @@ async fn compressed_requests_and_responses() {
         let want = per_row(&x, 100, |r| softmax(r, 1.0));
         assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12));
     }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn responses_are_uncompressed_unless_the_server_is_told_to() {
+    let server = TestServer::start().await;
+    let mut client = server
+        .client()
+        .await
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let x = Kind::F32Raw.round(&values(2 * 50, 5, -3.0, 3.0));
+    let resp = client
+        .forward(ForwardRequest {
+            logits: Some(tensor(&[2, 50], &x, Kind::F32Raw)),
+            temperature: None,
+            log: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(resp.metadata().get("grpc-encoding"), None);
+    let got = expect(resp.into_inner().output, &[2, 50], Kind::F32Raw);
+    let want = per_row(&x, 50, |r| softmax(r, 1.0));
+    assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 2e-6));
     server.stop().await.unwrap();
 }
 

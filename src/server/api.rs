@@ -7,11 +7,16 @@ use tonic::codec::CompressionEncoding;
 
 /// Wraps `service` with the message limits and compression `config` asks for.
 pub(super) fn endpoint<S: SoftmaxService>(service: S, config: &Config) -> SoftmaxServiceServer<S> {
-    SoftmaxServiceServer::new(service)
+    let endpoint = SoftmaxServiceServer::new(service)
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes)
         .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Zstd)
+        .accept_compressed(CompressionEncoding::Zstd);
+    if config.compress_responses {
+        endpoint
+            .send_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Zstd)
+    } else {
+        endpoint
+    }
 }

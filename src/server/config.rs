@@ -112,6 +112,13 @@ pub struct Config {
     #[arg(long, env = "SOFTMAXD_TCP_NODELAY", default_value_t = true, action = clap::ArgAction::Set)]
     pub tcp_nodelay: bool,
 
+    /// Compress responses (gzip or zstd) for clients that accept it. Off by
+    /// default: float tensors shrink little, gzip costs many times the
+    /// softmax itself, and some clients (grpc-js) accept gzip on every call.
+    /// Compressed requests are always accepted.
+    #[arg(long, env = "SOFTMAXD_COMPRESS_RESPONSES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub compress_responses: bool,
+
     /// Benchmark baseline: answer every call with its input tensor (no
     /// validation, no math) through the same stack and settings.
     #[arg(long, env = "SOFTMAXD_ECHO", hide = true)]
