@@ -6,7 +6,7 @@ use super::validate::{check_values, inv_temperature, Allow};
 use super::{call::Call, Error, Softmax};
 use crate::kernel::{self, Form};
 use crate::proto::v1::{BackwardRequest, BackwardResponse, Tensor};
-use ndarray::{s, ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
 /// Which primary tensor a Backward or Jacobian request carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,8 +86,11 @@ impl Softmax {
             let gv = ArrayView2::from_shape(shape, g.values())?;
             let mut ov = ArrayViewMut2::from_shape(shape, &mut out)?;
             in_blocks(x.rows, x.k, cancel, |r| {
-                let (xb, gb) = (xv.slice(s![r.clone(), ..]), gv.slice(s![r.clone(), ..]));
-                let ob = ov.slice_mut(s![r, ..]);
+                let (xb, gb) = (
+                    xv.slice_axis(Axis(0), r.clone().into()),
+                    gv.slice_axis(Axis(0), r.clone().into()),
+                );
+                let ob = ov.slice_axis_mut(Axis(0), r.into());
                 match from {
                     From::Output => kernel::backward(xb, gb, ob, inv_t, form, exec)?,
                     From::Logits => kernel::backward_from_logits(xb, gb, ob, inv_t, form, exec)?,

@@ -6,7 +6,7 @@ use super::validate::{check_values, inv_temperature, Allow};
 use super::{call::Call, Error, Softmax};
 use crate::kernel::{self, Form};
 use crate::proto::v1::{ForwardRequest, ForwardResponse};
-use ndarray::{s, ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
 impl Softmax {
     /// Serves one Forward request.
@@ -45,7 +45,10 @@ impl Softmax {
             let xv = ArrayView2::from_shape(shape, x.values())?;
             let mut ov = ArrayViewMut2::from_shape(shape, &mut out)?;
             in_blocks(x.rows, x.k, cancel, |r| {
-                let (xb, ob) = (xv.slice(s![r.clone(), ..]), ov.slice_mut(s![r, ..]));
+                let (xb, ob) = (
+                    xv.slice_axis(Axis(0), r.clone().into()),
+                    ov.slice_axis_mut(Axis(0), r.into()),
+                );
                 Ok(kernel::forward(xb, ob, inv_t, form, exec)?)
             })?;
             Ok(to_tensor(x.wire_dims(), out, x.encoding))
