@@ -51,7 +51,7 @@ echo "softmaxd serving on $SOFTMAX_ADDR (pid $SERVER_PID, log $LOG)"
 
 failed=()
 step "Rust client suite"
-cargo test --locked --test client_vectors --test client_rpcs || failed+=(rust)
+cargo test --locked --test client_vectors --test client_rpcs --test client_retry || failed+=(rust)
 step "Python client suite"
 (cd clients/python && "$VENV/bin/python" -m pytest -q -p no:cacheprovider) || failed+=(python)
 step "Node client suite"

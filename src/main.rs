@@ -1,4 +1,5 @@
 //! The `softmaxd` binary: parse flags, start telemetry, serve or probe.
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 use softmaxd::server::{self, Cli, Command};

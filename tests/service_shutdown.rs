@@ -5,11 +5,9 @@ mod harness;
 
 use harness::reference::values;
 use harness::wire::{tensor, Kind};
-use harness::TestServer;
+use harness::{watch_health, TestServer};
 use softmaxd::proto::v1::{ForwardRequest, JacobianRequest};
-use tonic_health::pb::{
-    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 #[tokio::test]
 async fn drain_finishes_in_flight_streams_and_refuses_new_calls() {
@@ -19,18 +17,7 @@ async fn drain_finishes_in_flight_streams_and_refuses_new_calls() {
     let channel = server.channel().await;
     let mut client =
         softmaxd::proto::v1::softmax_service_client::SoftmaxServiceClient::new(channel.clone());
-    let mut health = HealthClient::new(channel.clone());
-    let mut watch = health
-        .watch(HealthCheckRequest {
-            service: "softmax.v1.SoftmaxService".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        watch.message().await.unwrap().unwrap().status,
-        ServingStatus::Serving as i32
-    );
+    let mut watch = watch_health(channel.clone()).await;
 
     let rows = 200;
     let x = values(rows * 64, 4, -1.0, 1.0);
@@ -70,7 +57,7 @@ async fn drain_finishes_in_flight_streams_and_refuses_new_calls() {
         got += msg.jacobian.unwrap().shape[0] as u64;
     }
     assert_eq!(got, rows as u64);
-    drop((stream, watch, client, health, channel));
+    drop((stream, watch, client, channel));
     server
         .stop()
         .await

@@ -6,8 +6,8 @@ mod harness;
 use harness::reference::{per_row, softmax, values};
 use harness::wire::{expect, tensor, Kind};
 use harness::TestServer;
-use softmaxd::server::Config;
 use softmaxd::proto::v1::ForwardRequest;
+use softmaxd::server::Config;
 use tonic::codec::CompressionEncoding;
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The `softmaxd-bench` binary: parse flags, start in-process servers if
 //! asked, run the load and print the report.
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 use softmaxd::bench::{self, in_process, BenchArgs, Target};

@@ -22,10 +22,16 @@ pub enum ClientError {
 
 impl ClientError {
     /// The gRPC status code: the server's, `Unavailable` for connection
-    /// failures, `InvalidArgument` for local argument errors, `Internal` for
+    /// failures (also those tonic reports as `Unknown`), `InvalidArgument` for local argument errors, `Internal` for
     /// malformed responses.
     pub fn code(&self) -> Code {
         match self {
+            // tonic reports a connection that broke before any answer (the
+            // server crashed or restarted) as UNKNOWN; gRPC calls that
+            // UNAVAILABLE, and so does this client, which then retries it.
+            ClientError::Status(s) if s.code() == Code::Unknown && is_transport(s) => {
+                Code::Unavailable
+            }
             ClientError::Status(s) => s.code(),
             ClientError::Connect(_) => Code::Unavailable,
             ClientError::Input(_) => Code::InvalidArgument,
@@ -40,4 +46,10 @@ impl ClientError {
             other => other.to_string(),
         }
     }
+}
+
+/// Whether `status` is tonic's stand-in for a failed connection.
+fn is_transport(status: &tonic::Status) -> bool {
+    std::error::Error::source(status)
+        .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some())
 }

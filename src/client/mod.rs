@@ -10,19 +10,22 @@
 //! ```
 
 mod error;
+mod retry;
 mod tensor;
 
 pub use error::ClientError;
+pub use retry::RetryPolicy;
 pub use tensor::{Encoding, Float};
 
 use crate::proto::v1::softmax_service_client::SoftmaxServiceClient;
 use crate::proto::v1::{BackwardRequest, CrossEntropyRequest, ForwardRequest, JacobianRequest};
 use futures::{Stream, StreamExt};
 use ndarray::{Array3, ArrayD, ArrayView, Dimension, Ix3, IxDyn};
+use std::future::Future;
 use std::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
-use tonic::Request;
+use tonic::{Request, Response, Status};
 
 /// The server's default message limit, above which `jacobian` streams.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -40,6 +43,9 @@ pub struct ClientOptions {
     pub encoding: Encoding,
     /// The server's message limit; larger Jacobians go through JacobianStream.
     pub max_message_bytes: usize,
+    /// Retries of calls refused with UNAVAILABLE (unary calls, and
+    /// JacobianStream until its first message; never ForwardStream).
+    pub retry: RetryPolicy,
 }
 
 impl Default for ClientOptions {
@@ -50,6 +56,7 @@ impl Default for ClientOptions {
             timeout: None,
             encoding: Encoding::Raw,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -183,6 +190,25 @@ impl Client {
         Ok(req)
     }
 
+    /// Sends `msg` with `rpc` under the retry policy; a retry sends a clone
+    /// (cheap for the default raw encoding, whose bytes are shared).
+    async fn call<M, R, F, Fut>(&self, msg: M, rpc: F) -> Result<R, ClientError>
+    where
+        M: Clone,
+        F: Fn(SoftmaxServiceClient<Channel>, Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        self.options
+            .retry
+            .run(|| {
+                let sent = self
+                    .request(msg.clone())
+                    .map(|req| rpc(self.raw.clone(), req));
+                async move { Ok(sent?.await?.into_inner()) }
+            })
+            .await
+    }
+
     fn encode<T: Float, D: Dimension>(
         &self,
         a: &ArrayView<'_, T, D>,
@@ -203,11 +229,8 @@ impl Client {
             log: params.log,
         };
         let res = self
-            .raw
-            .clone()
-            .forward(self.request(msg)?)
-            .await?
-            .into_inner();
+            .call(msg, |mut raw, req| async move { raw.forward(req).await })
+            .await?;
         tensor::decode(res.output, logits.shape())
     }
 
@@ -229,11 +252,8 @@ impl Client {
             Source::Output(s) => msg.output = Some(self.encode(s, "output")?),
         }
         let res = self
-            .raw
-            .clone()
-            .backward(self.request(msg)?)
-            .await?
-            .into_inner();
+            .call(msg, |mut raw, req| async move { raw.backward(req).await })
+            .await?;
         tensor::decode(res.grad_logits, grad_output.shape())
     }
 
@@ -292,11 +312,8 @@ impl Client {
             stream.unwrap_or(bytes.is_none_or(|b| b > self.options.max_message_bytes / 2));
         if !use_stream {
             let res = self
-                .raw
-                .clone()
-                .jacobian(self.request(msg)?)
-                .await?
-                .into_inner();
+                .call(msg, |mut raw, req| async move { raw.jacobian(req).await })
+                .await?;
             return tensor::decode(res.jacobian, &out_shape);
         }
         let total = values.ok_or_else(|| {
@@ -304,12 +321,7 @@ impl Client {
         })?;
         let mut out = vec![T::zeroed(); total];
         let mut received = 0usize;
-        let mut chunks = self
-            .raw
-            .clone()
-            .jacobian_stream(self.request(msg)?)
-            .await?
-            .into_inner();
+        let mut chunks = self.open_jacobian_stream(msg).await?;
         let per_row = k * k;
         while let Some(m) = chunks.message().await? {
             let chunk = into_chunk::<T>(m.first_row, m.jacobian, k)?;
@@ -341,6 +353,18 @@ impl Client {
             .map_err(|e| ClientError::Response(e.to_string()))
     }
 
+    /// Starts a JacobianStream: retried until the server answers, never after.
+    async fn open_jacobian_stream(
+        &self,
+        msg: JacobianRequest,
+    ) -> Result<tonic::Streaming<crate::proto::v1::JacobianResponse>, ClientError> {
+        self.call(
+            msg,
+            |mut raw, req| async move { raw.jacobian_stream(req).await },
+        )
+        .await
+    }
+
     /// JacobianStream as it arrives.
     pub async fn jacobian_stream<T: Float, D: Dimension>(
         &self,
@@ -349,12 +373,7 @@ impl Client {
     ) -> Result<impl Stream<Item = Result<JacobianChunk<T>, ClientError>>, ClientError> {
         let (msg, shape) = self.jacobian_request(&source, params)?;
         let k = shape.last().copied().unwrap_or(0);
-        let chunks = self
-            .raw
-            .clone()
-            .jacobian_stream(self.request(msg)?)
-            .await?
-            .into_inner();
+        let chunks = self.open_jacobian_stream(msg).await?;
         Ok(chunks.map(move |m| {
             let m = m?;
             into_chunk(m.first_row, m.jacobian, k)
@@ -378,11 +397,11 @@ impl Client {
             Target::Distribution(y) => msg.target = Some(self.encode(y, "target")?),
         }
         let res = self
-            .raw
-            .clone()
-            .cross_entropy(self.request(msg)?)
-            .await?
-            .into_inner();
+            .call(
+                msg,
+                |mut raw, req| async move { raw.cross_entropy(req).await },
+            )
+            .await?;
         let batch = logits
             .shape()
             .split_last()

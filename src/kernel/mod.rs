@@ -4,11 +4,18 @@
 //! Every operation works on `[rows, k]` arrays in standard (row-major) layout,
 //! one softmax per row, and writes into a caller-provided output.
 
+#[forbid(unsafe_code)]
 mod backward;
+#[forbid(unsafe_code)]
 mod cross_entropy;
+#[forbid(unsafe_code)]
 mod element;
+#[forbid(unsafe_code)]
 mod forward;
+#[forbid(unsafe_code)]
 mod jacobian;
+// The one module with unsafe code: every block states why it is sound.
+#[deny(clippy::undocumented_unsafe_blocks)]
 mod simd;
 
 pub use backward::{backward, backward_from_logits};

@@ -73,7 +73,7 @@ pub async fn serve(
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let drain = {
         let softmax = softmax.clone();
-        let health = health.clone();
+        let mut health = health.clone();
         async move {
             shutdown.await;
             for name in HEALTH_NAMES {
@@ -86,6 +86,12 @@ pub async fn serve(
             // New calls now get UNAVAILABLE on open connections; close them
             // (GOAWAY) only once the calls in flight have answered.
             softmax.idle().await;
+            // A health Watch never ends by itself and would hold its
+            // connection open until the drain deadline; dropping the statuses
+            // ends every Watch cleanly.
+            for name in HEALTH_NAMES {
+                health.clear_service_status(name).await;
+            }
         }
     };
     // Metrics outermost, so they see the final status of every call,

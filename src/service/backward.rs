@@ -6,7 +6,7 @@ use super::validate::{check_block, check_values, inv_temperature, Allow};
 use super::{call::Call, Error, Softmax};
 use crate::kernel::{self, Form};
 use crate::proto::v1::{BackwardRequest, BackwardResponse, Tensor};
-use ndarray::{s, ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
 /// Which primary tensor a Backward or Jacobian request carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +95,7 @@ impl Softmax {
                 check_block(g.field, gb, r.start * x.k, Allow::FiniteOnly)?;
                 let xb = ArrayView2::from_shape((r.len(), x.k), xb)?;
                 let gb = ArrayView2::from_shape((r.len(), x.k), gb)?;
-                let ob = ov.slice_mut(s![r, ..]);
+                let ob = ov.slice_axis_mut(Axis(0), r.into());
                 match from {
                     From::Output => kernel::backward(xb, gb, ob, inv_t, form, exec)?,
                     From::Logits => kernel::backward_from_logits(xb, gb, ob, inv_t, form, exec)?,

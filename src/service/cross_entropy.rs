@@ -7,7 +7,7 @@ use super::validate::{check_labels, check_target, check_values, inv_temperature,
 use super::{call::Call, Error, Softmax};
 use crate::kernel::{self, Target};
 use crate::proto::v1::{CrossEntropyRequest, CrossEntropyResponse, Tensor};
-use ndarray::{s, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 
 /// What the loss is taken against, decoded.
 enum Against<F: Wire> {
@@ -90,16 +90,19 @@ impl Softmax {
             in_blocks(x.rows, x.k, exec, cancel, |r| {
                 let target = match (&against, &dist) {
                     (Against::Labels(l), _) => Target::Labels(l.get(r.clone()).unwrap_or_default()),
-                    (_, Some(y)) => Target::Dist(y.slice(s![r.clone(), ..])),
+                    (_, Some(y)) => Target::Dist(y.slice_axis(Axis(0), r.clone().into())),
                     (Against::Dist(_), None) => {
                         return Err(Error::Internal("target view missing".into()))
                     }
                 };
-                let (xb, gb) = (xv.slice(s![r.clone(), ..]), gv.slice_mut(s![r.clone(), ..]));
+                let (xb, gb) = (
+                    xv.slice_axis(Axis(0), r.clone().into()),
+                    gv.slice_axis_mut(Axis(0), r.clone().into()),
+                );
                 Ok(kernel::cross_entropy(
                     xb,
                     target,
-                    lv.slice_mut(s![r]),
+                    lv.slice_axis_mut(Axis(0), r.into()),
                     gb,
                     inv_t,
                     exec,

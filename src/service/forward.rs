@@ -6,7 +6,7 @@ use super::validate::{check_block, inv_temperature, Allow};
 use super::{call::Call, Error, Softmax};
 use crate::kernel::{self, Form};
 use crate::proto::v1::{ForwardRequest, ForwardResponse};
-use ndarray::{s, ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
 impl Softmax {
     /// Serves one Forward request.
@@ -48,13 +48,8 @@ impl Softmax {
                 let xb = x.block(r.clone(), &mut scratch)?;
                 check_block(x.field, xb, r.start * x.k, Allow::NegInf)?;
                 let xb = ArrayView2::from_shape((r.len(), x.k), xb)?;
-                Ok(kernel::forward(
-                    xb,
-                    ov.slice_mut(s![r, ..]),
-                    inv_t,
-                    form,
-                    exec,
-                )?)
+                let ob = ov.slice_axis_mut(Axis(0), r.into());
+                Ok(kernel::forward(xb, ob, inv_t, form, exec)?)
             })?;
             Ok(to_tensor(x.wire_dims(), out, x.encoding))
         })

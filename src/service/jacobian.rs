@@ -8,7 +8,7 @@ use super::validate::inv_temperature;
 use super::{call::Call, Admission, Error, Softmax};
 use crate::kernel::{self, Exec, Form};
 use crate::proto::v1::{JacobianRequest, JacobianResponse, Tensor};
-use ndarray::{s, ArrayView2, ArrayViewMut3};
+use ndarray::{ArrayView2, ArrayViewMut3, Axis};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -63,7 +63,10 @@ impl<F: Wire> Job<F> {
         let xv = ArrayView2::from_shape((n, k), rows)?;
         let mut ov = ArrayViewMut3::from_shape((n, k, k), &mut out)?;
         in_blocks(n, k.saturating_mul(k), exec, cancel, |r| {
-            let (xb, ob) = (xv.slice(s![r.clone(), ..]), ov.slice_mut(s![r, .., ..]));
+            let (xb, ob) = (
+                xv.slice_axis(Axis(0), r.clone().into()),
+                ov.slice_axis_mut(Axis(0), r.into()),
+            );
             match self.from {
                 From::Output => kernel::jacobian(xb, ob, self.inv_t, self.form, exec)?,
                 From::Logits => kernel::jacobian_from_logits(xb, ob, self.inv_t, self.form, exec)?,

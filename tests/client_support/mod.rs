@@ -23,36 +23,54 @@ impl Server {
                 return Server { addr, child: None };
             }
         }
+        Server::start_own().await
+    }
+
+    /// This build's softmaxd on a free loopback port, whatever SOFTMAX_ADDR says.
+    pub async fn start_own() -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let addr = format!("127.0.0.1:{port}");
+        let mut server = Server {
+            addr: format!("127.0.0.1:{port}"),
+            child: None,
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// Kills the server at once (SIGKILL: no drain, connections reset).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the binary on `self.addr` and waits until it answers.
+    pub async fn spawn(&mut self) {
         let child = Command::new(env!("CARGO_BIN_EXE_softmaxd"))
-            .args(["--listen", &addr, "--metrics-listen", ""])
+            .args(["--listen", &self.addr, "--metrics-listen", ""])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start softmaxd");
-        let mut server = Server {
-            addr,
-            child: Some(child),
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while Client::connect(&server.addr).await.is_err() {
-            let exited = server
+        while Client::connect(&self.addr).await.is_err() {
+            let exited = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten());
             assert!(
                 exited.is_none() && Instant::now() < deadline,
                 "softmaxd did not start on {}",
-                server.addr
+                self.addr
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        server
     }
 
     pub async fn client(&self) -> Client {
@@ -72,10 +90,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill();
     }
 }
 

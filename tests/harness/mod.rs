@@ -11,6 +11,11 @@ use std::net::SocketAddr;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+use tonic::Streaming;
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    HealthCheckResponse,
+};
 
 /// A server running in this process on 127.0.0.1.
 pub struct TestServer {
@@ -72,4 +77,22 @@ impl TestServer {
         self.signal_stop();
         self.task.await.expect("server task")
     }
+}
+
+/// Watches the API's health over `channel`, checking that it starts SERVING.
+pub async fn watch_health(channel: Channel) -> Streaming<HealthCheckResponse> {
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: "softmax.v1.SoftmaxService".into(),
+        })
+        .await
+        .expect("health watch")
+        .into_inner();
+    let first = watch
+        .message()
+        .await
+        .expect("health status")
+        .map(|r| r.status);
+    assert_eq!(first, Some(ServingStatus::Serving as i32));
+    watch
 }

@@ -23,6 +23,8 @@ export interface CallOptions {
   temperature?: number;
   log?: boolean;
 }
+/** The default service config: retries on UNAVAILABLE, 5 tries, 0.1 s doubling to 1 s. */
+export declare const SERVICE_CONFIG: string;
 export declare class SoftmaxError extends Error {
   code: number;
   codeName: string;

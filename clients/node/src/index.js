@@ -12,6 +12,30 @@ const { encodeTensor, decodeTensor, isTensorLike, rowsOf } = require('./tensor')
 const PROTO = path.join(__dirname, '..', 'proto', 'softmax', 'v1', 'softmax.proto');
 const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
+/**
+ * Calls refused with UNAVAILABLE (server unreachable, restarting or draining)
+ * are tried again: every softmaxd RPC is a pure function of its request, so a
+ * retry is safe. gRPC retries a call only until its first response, so streams
+ * are never retried midway; other codes are not retried (a retry on
+ * RESOURCE_EXHAUSTED would add to an overload). The Rust and Python clients
+ * use the same policy. Replace it with `channelOptions['grpc.service_config']`,
+ * or turn retries off with `'grpc.enable_retries': 0`.
+ */
+const SERVICE_CONFIG = JSON.stringify({
+  methodConfig: [
+    {
+      name: [{ service: 'softmax.v1.SoftmaxService' }],
+      retryPolicy: {
+        maxAttempts: 5,
+        initialBackoff: '0.1s',
+        maxBackoff: '1s',
+        backoffMultiplier: 2,
+        retryableStatusCodes: ['UNAVAILABLE'],
+      },
+    },
+  ],
+});
+
 const definition = protoLoader.loadSync(PROTO, {
   includeDirs: [path.join(__dirname, '..', 'proto')],
   keepCase: true,
@@ -64,10 +88,16 @@ class Client {
     this.timeout = timeout;
     this.maxMessageBytes = maxMessageBytes;
     this.token = token;
-    // softmaxd enforces its own limit; the client must not cut below it.
     this.stub = new ServiceClient(addr, credentials(tls), {
+      // softmaxd enforces its own limit; the client must not cut below it.
       'grpc.max_send_message_length': -1,
       'grpc.max_receive_message_length': -1,
+      'grpc.enable_retries': 1,
+      'grpc.service_config': SERVICE_CONFIG,
+      // A call is retried only while its request fits in these buffers (1 MiB
+      // per call, 16 MiB per channel by default): allow the message limit.
+      'grpc.per_rpc_retry_buffer_size': DEFAULT_MAX_MESSAGE_BYTES,
+      'grpc.retry_buffer_size': 4 * DEFAULT_MAX_MESSAGE_BYTES,
       ...(opts.channelOptions ?? {}),
     });
   }
@@ -229,4 +259,4 @@ class Client {
   }
 }
 
-module.exports = { Client, SoftmaxError, status: grpc.status, isTensorLike };
+module.exports = { Client, SoftmaxError, SERVICE_CONFIG, status: grpc.status, isTensorLike };

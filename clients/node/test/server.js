@@ -22,13 +22,11 @@ function freePort() {
   });
 }
 
-/** Resolves to { addr, stop() }. */
-async function startServer() {
-  if (process.env.SOFTMAX_ADDR) return { addr: process.env.SOFTMAX_ADDR, stop: async () => {} };
+/** Starts the binary on `addr`; resolves to { stop(), kill() } once it answers. */
+async function spawnServer(addr) {
   const bin = process.env.SOFTMAXD_BIN ?? path.join(REPO, 'target', 'release', 'softmaxd');
   if (!fs.existsSync(bin)) throw new Error(`${bin} not found: run cargo build --release or set SOFTMAX_ADDR`);
-  const addr = `127.0.0.1:${await freePort()}`;
-  const child = spawn(bin, ['--listen', addr], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(bin, ['--listen', addr, '--metrics-listen', ''], { stdio: ['ignore', 'ignore', 'inherit'] });
   const exited = new Promise((resolve) => child.once('exit', resolve));
   const probe = new Client(addr);
   try {
@@ -39,13 +37,19 @@ async function startServer() {
   } finally {
     probe.close();
   }
-  return {
-    addr,
-    stop: async () => {
-      child.kill('SIGTERM');
-      await exited;
-    },
+  const signal = async (name) => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(name);
+    await exited;
   };
+  return { stop: () => signal('SIGTERM'), kill: () => signal('SIGKILL') };
 }
 
-module.exports = { startServer, REPO };
+/** Resolves to { addr, stop() }. */
+async function startServer() {
+  if (process.env.SOFTMAX_ADDR) return { addr: process.env.SOFTMAX_ADDR, stop: async () => {} };
+  const addr = `127.0.0.1:${await freePort()}`;
+  const { stop } = await spawnServer(addr);
+  return { addr, stop };
+}
+
+module.exports = { startServer, spawnServer, freePort, REPO };

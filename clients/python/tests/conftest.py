@@ -24,10 +24,34 @@ VECTORS = REPO / "tests" / "vectors"
 DTYPES = {"f32": np.float32, "f64": np.float64}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_server(address: str) -> subprocess.Popen:
+    """Starts the release binary (SOFTMAXD_BIN, else target/release/softmaxd) on
+    `address` and waits until it accepts connections."""
+    binary = Path(os.environ.get("SOFTMAXD_BIN", REPO / "target" / "release" / "softmaxd"))
+    if not binary.exists():
+        pytest.fail(f"{binary} not found: build it (cargo build --release) or set SOFTMAX_ADDR")
+    proc = subprocess.Popen(
+        [str(binary), "--listen", address, "--metrics-listen", ""], stdout=subprocess.DEVNULL
+    )
+    channel = grpc.insecure_channel(address)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                grpc.channel_ready_future(channel).result(timeout=1)
+                return proc
+            except grpc.FutureTimeoutError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    pytest.fail(f"softmaxd did not start on {address}")
+    finally:
+        channel.close()
 
 
 @pytest.fixture(scope="session")
@@ -35,22 +59,9 @@ def addr():
     if os.environ.get("SOFTMAX_ADDR"):
         yield os.environ["SOFTMAX_ADDR"]
         return
-    binary = Path(os.environ.get("SOFTMAXD_BIN", REPO / "target" / "release" / "softmaxd"))
-    if not binary.exists():
-        pytest.fail(f"{binary} not found: build it (cargo build --release) or set SOFTMAX_ADDR")
-    address = f"127.0.0.1:{_free_port()}"
-    proc = subprocess.Popen([str(binary), "--listen", address], stdout=subprocess.DEVNULL)
+    address = f"127.0.0.1:{free_port()}"
+    proc = start_server(address)
     try:
-        channel = grpc.insecure_channel(address)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                grpc.channel_ready_future(channel).result(timeout=1)
-                break
-            except grpc.FutureTimeoutError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"softmaxd did not start on {address}")
-        channel.close()
         yield address
     finally:
         proc.terminate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Iterator, NamedTuple, Optional, Sequence, Tuple
 
 import grpc
@@ -25,8 +26,29 @@ class CrossEntropy(NamedTuple):
     grad_logits: np.ndarray
 
 
+# Calls refused with UNAVAILABLE (server unreachable, restarting or draining)
+# are tried again: every softmaxd RPC is a pure function of its request, so a
+# retry is safe. gRPC retries a call only until its first response arrives, so
+# streams are never retried midway. Other codes are not retried (a retry on
+# RESOURCE_EXHAUSTED would add to an overload). The Rust and Node clients
+# use the same policy.
+RETRY_POLICY = {
+    "maxAttempts": 5,
+    "initialBackoff": "0.1s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+SERVICE_CONFIG = json.dumps({"methodConfig": [{"name": [{"service": SERVICE}], "retryPolicy": RETRY_POLICY}]})
+
+
 def channel_options(options: Optional[Sequence[Tuple[str, object]]]):
     defaults = {
+        "grpc.enable_retries": 1,
+        "grpc.service_config": SERVICE_CONFIG,
+        # A call is retried only while its request fits in this buffer (256 KiB by
+        # default): allow up to the server's message limit.
+        "grpc.per_rpc_retry_buffer_size": DEFAULT_MAX_MESSAGE_BYTES,
         # softmaxd enforces its own message limit; the client must not cut below it.
         "grpc.max_send_message_length": -1,
         "grpc.max_receive_message_length": -1,
