@@ -9,6 +9,16 @@ use serde_json::Value;
 use softmaxd::bench::{self, BenchArgs, Output, Target};
 use std::process::Command;
 
+/// Every RPC, as `--rpc` names it.
+const RPCS: [&str; 6] = [
+    "forward",
+    "backward",
+    "jacobian",
+    "jacobian-stream",
+    "forward-stream",
+    "cross-entropy",
+];
+
 fn percentiles_ordered(report: &Value) {
     let l = &report["latency_us"];
     let p: Vec<f64> = ["p50", "p90", "p99", "p999", "max"]
@@ -85,14 +95,7 @@ async fn run_against(server: &TestServer, flags: &[&str]) -> Value {
 #[tokio::test]
 async fn every_rpc_runs_to_its_request_count() {
     let server = TestServer::start().await;
-    for rpc in [
-        "forward",
-        "backward",
-        "jacobian",
-        "jacobian-stream",
-        "forward-stream",
-        "cross-entropy",
-    ] {
+    for rpc in RPCS {
         for dtype in ["f32", "f64"] {
             let r = run_against(
                 &server,
@@ -172,4 +175,105 @@ async fn a_server_failing_the_first_call_is_not_measured() {
         .expect_err("the first call fails");
     assert!(err.contains("RESOURCE_EXHAUSTED"), "{err}");
     server.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn invalid_fraction_spoils_that_share_of_calls_and_expects_invalid_argument() {
+    let server = TestServer::start().await;
+    for rpc in RPCS {
+        for encoding in ["raw", "typed"] {
+            // Measured calls are numbered from 0: with 0.5, every second one
+            // is invalid, taking the three ways in turn.
+            let r = run_against(
+                &server,
+                &[
+                    "--rpc",
+                    rpc,
+                    "--encoding",
+                    encoding,
+                    "--shape",
+                    "2,8",
+                    "--requests",
+                    "60",
+                    "--concurrency",
+                    "3",
+                    "--invalid-fraction",
+                    "0.5",
+                ],
+            )
+            .await;
+            let what = format!("{rpc} {encoding}: {r}");
+            assert_eq!(r["calls"], 30, "{what}");
+            assert_eq!(r["invalid_calls"], 30, "{what}");
+            let rejected = serde_json::json!({ "INVALID_ARGUMENT": 30 });
+            assert_eq!(r["expected_errors"], rejected, "{what}");
+            assert_eq!(r["errors"], rejected, "{what}");
+            assert_eq!(r["unexpected"], serde_json::json!({}), "{what}");
+        }
+    }
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn each_way_of_spoiling_a_call_is_rejected_on_its_own() {
+    // Fraction 1: calls 0, 1, 2 are the NaN, length and two-field variants.
+    let server = TestServer::start().await;
+    for dtype in ["f32", "f64"] {
+        for n in 1..=3 {
+            let requests = n.to_string();
+            let r = run_against(
+                &server,
+                &[
+                    "--dtype",
+                    dtype,
+                    "--shape",
+                    "3,5",
+                    "--requests",
+                    &requests,
+                    "--concurrency",
+                    "1",
+                    "--invalid-fraction",
+                    "1",
+                ],
+            )
+            .await;
+            assert_eq!(r["calls"], 0, "{r}");
+            let rejected = serde_json::json!({ "INVALID_ARGUMENT": n });
+            assert_eq!(r["expected_errors"], rejected, "{dtype}, {n} call(s): {r}");
+            assert_eq!(r["unexpected"], serde_json::json!({}), "{r}");
+        }
+    }
+    server.stop().await.expect("clean stop");
+}
+
+#[test]
+fn an_invalid_call_that_is_answered_is_unexpected() {
+    // The echo service answers anything: spoilt calls come back OK, which
+    // the report must count as unexpected (and the run as failed). Its
+    // servers run on a runtime of their own, started outside this one.
+    let echo = softmaxd::bench::in_process::start(1).expect("in-process servers");
+    let addr = echo.echo.to_string();
+    let args = BenchArgs::parse_from([
+        "softmaxd-bench",
+        "--addr",
+        &addr,
+        "--warmup",
+        "0",
+        "--requests",
+        "10",
+        "--invalid-fraction",
+        "0.5",
+    ]);
+    let target = Target {
+        label: "echo".into(),
+        addr,
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let out = runtime
+        .block_on(bench::execute(&args, &target, None))
+        .expect("the run completes");
+    assert_eq!(out.failed(), 5);
+    let r = serde_json::to_value(&out).expect("serialisable");
+    assert_eq!(r["unexpected"], serde_json::json!({ "OK": 5 }), "{r}");
+    assert_eq!(r["calls"], 5, "{r}");
 }

@@ -128,6 +128,14 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(u32).range(16_384..=16_777_215))]
     pub http2_max_frame: u32,
 
+    /// Make this fraction of calls (0 to 1, spread evenly) invalid, in turn:
+    /// a NaN in the main tensor, one value more than its shape holds, two
+    /// value fields set. Each must get INVALID_ARGUMENT; the report counts
+    /// expected and unexpected codes apart.
+    #[arg(long, default_value_t = 0.0, value_parser = fraction,
+          conflicts_with_all = ["in_process", "compare_echo"])]
+    pub invalid_fraction: f64,
+
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -212,6 +220,13 @@ fn positive(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("`{s}` is not a positive number")),
+    }
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}`: expected a fraction from 0 to 1")),
     }
 }
 

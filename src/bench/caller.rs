@@ -47,25 +47,23 @@ fn path(rpc: Rpc) -> PathAndQuery {
 /// An open bidirectional stream: where requests go and answers come from.
 type Open = (mpsc::Sender<Bytes>, Streaming<Reply>);
 
-/// Makes calls of one RPC with one payload on one channel.
+/// Makes calls of one RPC on one channel.
 pub struct Caller {
     grpc: Grpc<Channel>,
     rpc: Rpc,
     path: PathAndQuery,
-    body: Bytes,
     codec: Passthrough,
     /// ForwardStream only: the stream calls are made on, reopened after an error.
     stream: Option<Open>,
 }
 
 impl Caller {
-    /// A caller sending `body`; `keep` keeps the answers' bytes for checking.
-    pub fn new(channel: Channel, rpc: Rpc, body: Bytes, keep: bool) -> Self {
+    /// A caller of `rpc`; `keep` keeps the answers' bytes for checking.
+    pub fn new(channel: Channel, rpc: Rpc, keep: bool) -> Self {
         Self {
             grpc: Grpc::new(channel).max_decoding_message_size(MAX_REPLY_BYTES),
             rpc,
             path: path(rpc),
-            body,
             codec: Passthrough { keep },
             stream: None,
         }
@@ -76,32 +74,33 @@ impl Caller {
         self.stream = None;
     }
 
-    /// One call: a unary round trip, a whole server stream (lengths summed,
-    /// the last message kept), or one message round trip on a ForwardStream.
-    pub async fn call(&mut self) -> Result<Reply, Status> {
+    /// One call with the encoded request `body`: a unary round trip, a whole
+    /// server stream (lengths summed, the last message kept), or one message
+    /// round trip on a ForwardStream.
+    pub async fn call(&mut self, body: Bytes) -> Result<Reply, Status> {
         self.grpc
             .ready()
             .await
             .map_err(|e| Status::unavailable(format!("channel not ready: {e}")))?;
         match self.rpc {
-            Rpc::JacobianStream => self.server_stream().await,
+            Rpc::JacobianStream => self.server_stream(body).await,
             Rpc::ForwardStream => {
-                let r = self.bidi_round_trip().await;
+                let r = self.bidi_round_trip(body).await;
                 if r.is_err() {
                     self.stream = None;
                 }
                 r
             }
             _ => {
-                let req = Request::new(self.body.clone());
+                let req = Request::new(body);
                 let r = self.grpc.unary(req, self.path.clone(), self.codec).await?;
                 Ok(r.into_inner())
             }
         }
     }
 
-    async fn server_stream(&mut self) -> Result<Reply, Status> {
-        let req = Request::new(self.body.clone());
+    async fn server_stream(&mut self, body: Bytes) -> Result<Reply, Status> {
+        let req = Request::new(body);
         let mut stream = self
             .grpc
             .server_streaming(req, self.path.clone(), self.codec)
@@ -115,7 +114,7 @@ impl Caller {
         Ok(total)
     }
 
-    async fn bidi_round_trip(&mut self) -> Result<Reply, Status> {
+    async fn bidi_round_trip(&mut self, body: Bytes) -> Result<Reply, Status> {
         let (tx, answers) = match &mut self.stream {
             Some(open) => open,
             None => {
@@ -129,7 +128,7 @@ impl Caller {
                 self.stream.insert((tx, answers))
             }
         };
-        tx.send(self.body.clone())
+        tx.send(body)
             .await
             .map_err(|_| Status::unavailable("the request stream closed"))?;
         answers

@@ -8,6 +8,7 @@ use super::caller::{connect, Caller};
 use super::check;
 use super::payload::Payload;
 use super::stats::{code_name, Stats};
+use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +36,12 @@ struct Shared {
     concurrency: u64,
     requests: Option<u64>,
     tickets: AtomicU64,
-    sent: usize,
+    body: Bytes,
+    /// The invalid variants of `body`, and the fraction of calls to spoil.
+    invalid: Vec<Bytes>,
+    invalid_fraction: f64,
+    /// Calls started, warm-up included: numbers them for the invalid ones.
+    started: AtomicU64,
 }
 
 impl Shared {
@@ -45,6 +51,26 @@ impl Shared {
             None => true,
             Some(max) => self.tickets.fetch_add(1, Ordering::Relaxed) < max,
         }
+    }
+
+    /// The request of the next call, and whether it is an invalid one.
+    /// Call `i` is invalid when `floor((i + 1) f)` steps up at it, which
+    /// spreads invalid calls evenly at the fraction `f`; they take the
+    /// invalid variants in turn.
+    fn next_body(&self) -> (Bytes, bool) {
+        if self.invalid.is_empty() {
+            return (self.body.clone(), false);
+        }
+        let i = self.started.fetch_add(1, Ordering::Relaxed) as f64;
+        let f = self.invalid_fraction;
+        let (before, after) = ((i * f).floor(), ((i + 1.0) * f).floor());
+        if after > before {
+            let which = before as usize % self.invalid.len();
+            if let Some(body) = self.invalid.get(which) {
+                return (body.clone(), true);
+            }
+        }
+        (self.body.clone(), false)
     }
 
     /// When the `n`-th call of worker `index` is due (fixed rate): the
@@ -69,8 +95,8 @@ pub async fn run(
         channels.push(connect(addr, args).await?);
     }
     let first = channels.first().cloned().ok_or("no connection")?;
-    let mut probe = Caller::new(first, args.rpc, payload.body.clone(), true);
-    let reply = tokio::time::timeout(args.call_timeout(), probe.call())
+    let mut probe = Caller::new(first, args.rpc, true);
+    let reply = tokio::time::timeout(args.call_timeout(), probe.call(payload.body.clone()))
         .await
         .map_err(|_| format!("{addr}: the first call timed out"))?
         .map_err(|s| {
@@ -95,7 +121,10 @@ pub async fn run(
         concurrency: u64::from(args.concurrency),
         requests: args.requests,
         tickets: AtomicU64::new(0),
-        sent: payload.body.len(),
+        body: payload.body.clone(),
+        invalid: payload.invalid.iter().map(|(_, b)| b.clone()).collect(),
+        invalid_fraction: args.invalid_fraction,
+        started: AtomicU64::new(0),
     });
     let workers: Vec<_> = channels
         .iter()
@@ -103,7 +132,7 @@ pub async fn run(
         .take(args.concurrency as usize)
         .enumerate()
         .map(|(i, ch)| {
-            let caller = Caller::new(ch.clone(), args.rpc, payload.body.clone(), false);
+            let caller = Caller::new(ch.clone(), args.rpc, false);
             tokio::spawn(worker(caller, i as u64, Arc::clone(&shared)))
         })
         .collect();
@@ -139,21 +168,25 @@ async fn worker(mut caller: Caller, index: u64, shared: Arc<Shared>) -> Stats {
                 stats.late += 1;
             }
         }
-        let result = tokio::time::timeout(shared.timeout, caller.call()).await;
+        let (body, invalid) = shared.next_body();
+        let sent = body.len();
+        let result = tokio::time::timeout(shared.timeout, caller.call(body)).await;
         // Latency from the scheduled send, not the actual one: a slow answer
         // delays later sends, and that wait is part of what callers see.
         let latency = Instant::now().saturating_duration_since(intended);
-        match result {
-            Ok(Ok(reply)) if measured => stats.success(latency, shared.sent, reply.len),
-            Ok(Ok(_)) => {}
-            Ok(Err(status)) if measured => stats.failure(status.code(), shared.sent),
-            Ok(Err(_)) => {}
+        let result = match result {
+            Ok(r) => r,
             Err(_) => {
                 caller.reset();
-                if measured {
-                    stats.failure(tonic::Code::DeadlineExceeded, shared.sent);
-                }
+                Err(tonic::Status::deadline_exceeded("abandoned at --timeout"))
             }
+        };
+        match result {
+            _ if !measured => {}
+            Ok(_) if invalid => stats.invalid_call(tonic::Code::Ok, sent),
+            Err(status) if invalid => stats.invalid_call(status.code(), sent),
+            Ok(reply) => stats.success(latency, sent, reply.len),
+            Err(status) => stats.failure(status.code(), sent),
         }
     }
     stats

@@ -15,6 +15,69 @@ pub struct Payload {
     pub body: Bytes,
     /// Values the answer's main tensor holds, summed over a stream's messages.
     pub response_values: u64,
+    /// With `--invalid-fraction`: the same request spoilt in each way, in turn.
+    pub invalid: Vec<(Invalid, Bytes)>,
+}
+
+/// A way of making the request invalid; the service must answer each with
+/// INVALID_ARGUMENT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invalid {
+    /// The main tensor's first value is NaN (an extra NaN when it has none).
+    Nan,
+    /// The main tensor holds one value more than its shape says.
+    Length,
+    /// The main tensor has values in two fields (f32 and f64).
+    TwoFields,
+}
+
+impl Invalid {
+    /// Every way, in the order calls take them.
+    pub const ALL: [Invalid; 3] = [Invalid::Nan, Invalid::Length, Invalid::TwoFields];
+
+    /// Spoils `t` this way.
+    fn apply(self, t: &mut Tensor) {
+        match self {
+            Invalid::Nan => {
+                if let Some(v) = t.f32.first_mut() {
+                    *v = f32::NAN;
+                } else if let Some(v) = t.f64.first_mut() {
+                    *v = f64::NAN;
+                } else if !t.f32_le.is_empty() {
+                    t.f32_le = splice(&t.f32_le, &f32::NAN.to_le_bytes());
+                } else if !t.f64_le.is_empty() {
+                    t.f64_le = splice(&t.f64_le, &f64::NAN.to_le_bytes());
+                } else {
+                    t.f32.push(f32::NAN);
+                }
+            }
+            Invalid::Length => {
+                if !t.f32.is_empty() {
+                    t.f32.push(0.0);
+                } else if !t.f64.is_empty() {
+                    t.f64.push(0.0);
+                } else if !t.f64_le.is_empty() {
+                    t.f64_le = [&t.f64_le[..], &0f64.to_le_bytes()].concat().into();
+                } else {
+                    t.f32_le = [&t.f32_le[..], &0f32.to_le_bytes()].concat().into();
+                }
+            }
+            Invalid::TwoFields => {
+                if t.f32.is_empty() && t.f32_le.is_empty() {
+                    t.f32.push(0.0);
+                } else {
+                    t.f64.push(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// `bytes` with its start overwritten by `head`.
+fn splice(bytes: &Bytes, head: &[u8]) -> Bytes {
+    let mut v = bytes.to_vec();
+    v.iter_mut().zip(head).for_each(|(b, h)| *b = *h);
+    v.into()
 }
 
 /// Deterministic logits spread over [-4, 4): finite, varied, no RNG needed.
@@ -44,50 +107,66 @@ fn tensor(args: &BenchArgs, values: impl Iterator<Item = f64>) -> Tensor {
     t
 }
 
-/// Builds and encodes the request `args` describe.
+/// Builds and encodes the request `args` describe (and its invalid
+/// variants when some calls are to be invalid).
 pub fn build(args: &BenchArgs) -> Payload {
+    let n = args.shape.elements() as usize;
+    let k = u64::from(args.shape.k());
+    let response_values = match args.rpc {
+        Rpc::Jacobian | Rpc::JacobianStream => (n as u64).saturating_mul(k),
+        _ => n as u64,
+    };
+    let invalid = if args.invalid_fraction > 0.0 {
+        Invalid::ALL
+            .iter()
+            .map(|&way| (way, encode(args, Some(way))))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Payload {
+        body: encode(args, None),
+        response_values,
+        invalid,
+    }
+}
+
+/// The request `args` describe, its main tensor spoilt in the `spoil` way.
+fn encode(args: &BenchArgs, spoil: Option<Invalid>) -> Bytes {
     let n = args.shape.elements() as usize;
     let k = args.shape.k();
     let rows = args.shape.rows();
-    let x = || Some(tensor(args, logits(n)));
-    let (body, response_values) = match args.rpc {
-        Rpc::Forward | Rpc::ForwardStream => (
-            ForwardRequest {
-                logits: x(),
-                ..Default::default()
-            }
-            .encode_to_vec(),
-            n as u64,
-        ),
-        Rpc::Backward => (
-            BackwardRequest {
-                output: Some(tensor(args, probs(n, k))),
-                grad_output: x(),
-                ..Default::default()
-            }
-            .encode_to_vec(),
-            n as u64,
-        ),
-        Rpc::Jacobian | Rpc::JacobianStream => (
-            JacobianRequest {
-                logits: x(),
-                ..Default::default()
-            }
-            .encode_to_vec(),
-            (n as u64).saturating_mul(u64::from(k)),
-        ),
-        Rpc::CrossEntropy => (
-            CrossEntropyRequest {
-                logits: x(),
-                labels: (0..rows).map(|r| (r % u64::from(k)) as u32).collect(),
-                ..Default::default()
-            }
-            .encode_to_vec(),
-            n as u64,
-        ),
+    // The main tensor: the one the service validates first.
+    let main = |values: &mut dyn Iterator<Item = f64>| {
+        let mut t = tensor(args, values);
+        if let Some(way) = spoil {
+            way.apply(&mut t);
+        }
+        Some(t)
     };
-    Payload {
-        body: Bytes::from(body),
-        response_values,
-    }
+    let body = match args.rpc {
+        Rpc::Forward | Rpc::ForwardStream => ForwardRequest {
+            logits: main(&mut logits(n)),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        Rpc::Backward => BackwardRequest {
+            output: main(&mut probs(n, k)),
+            grad_output: Some(tensor(args, logits(n))),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        Rpc::Jacobian | Rpc::JacobianStream => JacobianRequest {
+            logits: main(&mut logits(n)),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        Rpc::CrossEntropy => CrossEntropyRequest {
+            logits: main(&mut logits(n)),
+            labels: (0..rows).map(|r| (r % u64::from(k)) as u32).collect(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    };
+    Bytes::from(body)
 }

@@ -38,6 +38,15 @@ pub struct Report {
     pub calls: u64,
     /// Failed calls by gRPC status code.
     pub errors: BTreeMap<String, u64>,
+    /// The fraction of calls made invalid on purpose.
+    pub invalid_fraction: f64,
+    /// Invalid calls made.
+    pub invalid_calls: u64,
+    /// Invalid calls answered with the status they must get, by code.
+    pub expected_errors: BTreeMap<String, u64>,
+    /// Outcomes other than OK for a valid call and INVALID_ARGUMENT for an
+    /// invalid one, by code (`OK`: an invalid call was answered).
+    pub unexpected: BTreeMap<String, u64>,
     pub calls_per_s: f64,
     /// Request plus response payload, in 10^6 bytes per second.
     pub mb_per_s: f64,
@@ -72,6 +81,10 @@ impl Report {
             elapsed_s: secs,
             calls: s.ok,
             errors: s.errors.clone(),
+            invalid_fraction: args.invalid_fraction,
+            invalid_calls: s.invalid,
+            expected_errors: s.expected.clone(),
+            unexpected: s.unexpected.clone(),
             calls_per_s: s.ok as f64 / secs,
             mb_per_s: (s.sent_bytes + s.received_bytes) as f64 / secs / 1e6,
             request_bytes,
@@ -87,9 +100,9 @@ impl Report {
         }
     }
 
-    /// Calls that failed.
+    /// Calls that did not end as they should.
     pub fn failed(&self) -> u64 {
-        self.errors.values().sum()
+        self.unexpected.values().sum()
     }
 
     /// A few human-readable lines.
@@ -122,15 +135,16 @@ impl Report {
             "  latency us: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}",
             l.p50, l.p90, l.p99, l.p999, l.max, l.mean
         );
-        if self.failed() > 0 {
-            let errs: Vec<String> = self
-                .errors
-                .iter()
-                .map(|(c, n)| format!("{c} {n}"))
-                .collect();
-            let _ = writeln!(out, "  errors: {}", errs.join(", "));
-        } else {
-            let _ = writeln!(out, "  errors: none");
+        let _ = writeln!(out, "  errors: {}", by_code(&self.errors));
+        if self.invalid_fraction > 0.0 {
+            let _ = writeln!(
+                out,
+                "  invalid calls (fraction {}): {}, expected: {}; unexpected outcomes: {}",
+                self.invalid_fraction,
+                self.invalid_calls,
+                by_code(&self.expected_errors),
+                by_code(&self.unexpected)
+            );
         }
         if self.mode == "open" {
             let _ = writeln!(
@@ -141,4 +155,13 @@ impl Report {
         }
         out
     }
+}
+
+/// `CODE n, CODE n`, or `none`.
+fn by_code(counts: &BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        return "none".into();
+    }
+    let all: Vec<String> = counts.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    all.join(", ")
 }

@@ -17,6 +17,13 @@ pub struct Stats {
     pub ok: u64,
     /// Failed calls by status code name.
     pub errors: BTreeMap<String, u64>,
+    /// Invalid calls (`--invalid-fraction`) made.
+    pub invalid: u64,
+    /// Invalid calls that got the status they must get, by code name.
+    pub expected: BTreeMap<String, u64>,
+    /// Every other outcome but a valid call's OK, by code name (`OK` for an
+    /// invalid call that was answered).
+    pub unexpected: BTreeMap<String, u64>,
     /// Request bytes sent by measured calls.
     pub sent_bytes: u64,
     /// Response bytes received by successful measured calls.
@@ -40,6 +47,9 @@ impl Stats {
                 .expect("3 significant figures is a valid precision"),
             ok: 0,
             errors: BTreeMap::new(),
+            invalid: 0,
+            expected: BTreeMap::new(),
+            unexpected: BTreeMap::new(),
             sent_bytes: 0,
             received_bytes: 0,
             late: 0,
@@ -56,27 +66,51 @@ impl Stats {
         self.received_bytes += received as u64;
     }
 
-    /// Records a failed call.
+    /// Records a failed valid call.
     pub fn failure(&mut self, code: tonic::Code, sent: usize) {
         *self.errors.entry(code_name(code)).or_default() += 1;
+        *self.unexpected.entry(code_name(code)).or_default() += 1;
         self.sent_bytes += sent as u64;
+    }
+
+    /// Records how an invalid call ended (`Ok` if it was answered): only
+    /// INVALID_ARGUMENT is expected.
+    pub fn invalid_call(&mut self, code: tonic::Code, sent: usize) {
+        self.invalid += 1;
+        self.sent_bytes += sent as u64;
+        if code != tonic::Code::Ok {
+            *self.errors.entry(code_name(code)).or_default() += 1;
+        }
+        let by_code = if code == tonic::Code::InvalidArgument {
+            &mut self.expected
+        } else {
+            &mut self.unexpected
+        };
+        *by_code.entry(code_name(code)).or_default() += 1;
     }
 
     /// Adds another worker's measurements.
     pub fn merge(&mut self, other: &Stats) {
         let _ = self.latency_ns.add(&other.latency_ns);
         self.ok += other.ok;
-        for (code, n) in &other.errors {
-            *self.errors.entry(code.clone()).or_default() += n;
+        for (mine, theirs) in [
+            (&mut self.errors, &other.errors),
+            (&mut self.expected, &other.expected),
+            (&mut self.unexpected, &other.unexpected),
+        ] {
+            for (code, n) in theirs {
+                *mine.entry(code.clone()).or_default() += n;
+            }
         }
+        self.invalid += other.invalid;
         self.sent_bytes += other.sent_bytes;
         self.received_bytes += other.received_bytes;
         self.late += other.late;
     }
 
-    /// Failed calls in total.
+    /// Calls that did not end as they should, in total.
     pub fn failed(&self) -> u64 {
-        self.errors.values().sum()
+        self.unexpected.values().sum()
     }
 }
 
