@@ -2,7 +2,7 @@
 # Calls/s and latency of Forward against a release server at rising client
 # concurrency, for a small, the default and a large shape, with each
 # --max-concurrent-requests in LIMITS (0: none): where throughput stops
-# growing is where the limit should cut (bench/SERVICE.md, "Choosing
+# growing is where the limit should cut (bench/README.md, "Choosing
 # --max-concurrent-requests"). Latency percentiles are of OK calls only.
 #
 #   bench/max_concurrency.sh

@@ -51,8 +51,10 @@ pub struct Config {
     pub max_message_bytes: usize,
 
     /// Elements per request from which work runs on the rayon pool, split
-    /// over vectors; smaller requests run inline.
-    #[arg(long, env = "SOFTMAXD_PARALLEL_THRESHOLD", default_value_t = 1 << 16)]
+    /// over vectors; smaller requests run inline. 2^20 by measurement (see
+    /// bench/README.md): below it the transport dominates a call and the
+    /// fork-join does not pay, above it the pool halves the kernel's time.
+    #[arg(long, env = "SOFTMAXD_PARALLEL_THRESHOLD", default_value_t = 1 << 20)]
     pub parallel_threshold: usize,
 
     /// Target size of one JacobianStream message, in bytes.

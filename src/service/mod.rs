@@ -40,7 +40,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             max_message_bytes: 64 << 20,
-            parallel_threshold: 1 << 16,
+            parallel_threshold: 1 << 20,
             stream_chunk_bytes: 4 << 20,
             max_concurrent_requests: 0,
             max_inflight_bytes: 0,
