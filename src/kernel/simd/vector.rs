@@ -1,6 +1,7 @@
 //! `Vector`: a SIMD register of f32 or f64 lanes, and the row operations
 //! written once over it (explicit lanes, several accumulators, vector exp).
-//! The scalar tail of each row goes through `Real`, the same algorithm.
+//! A row's tail (its last `len % LANES` values) is one more vector, loaded
+//! and stored through a mask, so every value takes the same vector path.
 // Only x86-64 has `Vector` implementations so far (NEON uses `rows`).
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
@@ -17,6 +18,29 @@ pub(crate) trait Vector: Copy {
     fn load(src: &[Self::T]) -> Self;
     /// Stores `LANES` values; `dst` has exactly that many.
     fn store(self, dst: &mut [Self::T]);
+
+    /// Loads a row's tail, the `src.len() < LANES` values left after its
+    /// full vectors, with `fill` in the other lanes, so that tails run the
+    /// vector code rather than a scalar loop. This default goes through a
+    /// stack copy; AVX-512 uses a masked load.
+    #[inline(always)]
+    fn load_part(src: &[Self::T], fill: Self::T) -> Self {
+        let mut buf = [fill; MAX_LANES];
+        for (b, &v) in buf.iter_mut().zip(src) {
+            *b = v;
+        }
+        Self::load(&buf)
+    }
+
+    /// Stores the first `dst.len() < LANES` lanes (a row's tail).
+    #[inline(always)]
+    fn store_part(self, dst: &mut [Self::T]) {
+        let mut buf = [Self::T::ZERO; MAX_LANES];
+        self.store(&mut buf);
+        for (d, &b) in dst.iter_mut().zip(&buf) {
+            *d = b;
+        }
+    }
     fn add(self, o: Self) -> Self;
     fn sub(self, o: Self) -> Self;
     fn mul(self, o: Self) -> Self;
@@ -53,6 +77,9 @@ pub(crate) trait Vector: Copy {
     #[inline(always)]
     fn fence() {}
 }
+
+/// The most lanes of any `Vector` (f32 on AVX-512).
+const MAX_LANES: usize = 16;
 
 /// Constants of the exp of `Real`, per lane type.
 pub(crate) trait ExpConsts: Real {
@@ -104,35 +131,100 @@ where
 /// at most this many terms in `T`, so the error does not grow with k.
 const BLOCK: usize = 16;
 
-/// Sums `f(i)` over the row's full vectors: two accumulators in `T`, folded
-/// into f64 every [`BLOCK`] vectors.
-#[inline(always)]
-fn sum_vectors<V: Vector>(n: usize, mut f: impl FnMut(usize) -> V) -> f64 {
-    let mut total = 0.0;
-    let mut i = 0;
-    while i < n {
-        let end = (i + BLOCK).min(n);
-        let mut a = V::splat(V::T::ZERO);
-        let mut b = V::splat(V::T::ZERO);
-        while i + 1 < end {
-            a = a.add(f(i));
-            b = b.add(f(i + 1));
-            i += 2;
+/// A running sum of vectors: two accumulators in `T` (to hide add
+/// latency), folded into f64 every [`BLOCK`] vectors.
+struct Sum<V> {
+    a: V,
+    b: V,
+    n: usize,
+    total: f64,
+}
+
+impl<V: Vector> Sum<V> {
+    #[inline(always)]
+    fn new() -> Self {
+        let zero = V::splat(V::T::ZERO);
+        Self {
+            a: zero,
+            b: zero,
+            n: 0,
+            total: 0.0,
         }
-        if i < end {
-            a = a.add(f(i));
-            i += 1;
-        }
-        total += a.add(b).reduce_sum();
     }
-    total
+
+    #[inline(always)]
+    fn add2(&mut self, p: V, q: V) {
+        self.a = self.a.add(p);
+        self.b = self.b.add(q);
+        self.n += 2;
+        if self.n >= BLOCK {
+            self.fold();
+        }
+    }
+
+    #[inline(always)]
+    fn fold(&mut self) {
+        self.total += self.a.add(self.b).reduce_sum();
+        self.a = V::splat(V::T::ZERO);
+        self.b = self.a;
+        self.n = 0;
+    }
+
+    #[inline(always)]
+    fn finish(mut self) -> f64 {
+        self.fold();
+        self.total
+    }
+}
+
+/// The values after a row's vector pairs (fewer than 2·LANES), as two
+/// parts of at most LANES each, for `load_part`/`store_part`.
+#[inline(always)]
+fn halves<T>(rest: &[T], lanes: usize) -> (&[T], &[T]) {
+    rest.split_at(lanes.min(rest.len()))
+}
+
+#[inline(always)]
+fn halves_mut<T>(rest: &mut [T], lanes: usize) -> (&mut [T], &mut [T]) {
+    let at = lanes.min(rest.len());
+    rest.split_at_mut(at)
+}
+
+/// Σ f(x_i) over a row, two vectors per step; lanes past the end hold
+/// `fill`, for which `f` must give 0.
+#[inline(always)]
+fn sum_map<V: Vector>(x: &[V::T], fill: V::T, f: impl Fn(V) -> V) -> f64 {
+    let mut acc = Sum::new();
+    let mut xs = x.chunks_exact(2 * V::LANES);
+    for c in &mut xs {
+        let (p, q) = c.split_at(V::LANES);
+        acc.add2(f(V::load(p)), f(V::load(q)));
+    }
+    let (p, q) = halves(xs.remainder(), V::LANES);
+    acc.add2(f(V::load_part(p, fill)), f(V::load_part(q, fill)));
+    acc.finish()
+}
+
+/// The row's full vectors and its tail (fewer than `LANES` values).
+#[inline(always)]
+fn split<V: Vector>(x: &[V::T]) -> (std::slice::ChunksExact<'_, V::T>, &[V::T]) {
+    let xs = x.chunks_exact(V::LANES);
+    let tail = xs.remainder();
+    (xs, tail)
+}
+
+#[inline(always)]
+fn split_mut<V: Vector>(x: &mut [V::T]) -> (std::slice::ChunksExactMut<'_, V::T>, &mut [V::T]) {
+    let body = x.len() - x.len() % V::LANES;
+    let (head, tail) = x.split_at_mut(body);
+    (head.chunks_exact_mut(V::LANES), tail)
 }
 
 #[inline(always)]
 pub(crate) fn row_max<V: Vector>(x: &[V::T]) -> V::T {
-    let mut xs = x.chunks_exact(V::LANES);
-    let mut a = V::splat(V::T::NEG_INF);
-    let mut b = a;
+    let (mut xs, tail) = split::<V>(x);
+    let mut a = V::load_part(tail, V::T::NEG_INF);
+    let mut b = V::splat(V::T::NEG_INF);
     loop {
         match (xs.next(), xs.next()) {
             (Some(p), Some(q)) => {
@@ -146,8 +238,7 @@ pub(crate) fn row_max<V: Vector>(x: &[V::T]) -> V::T {
             _ => break,
         }
     }
-    let m = a.max(b).reduce_max();
-    xs.remainder().iter().fold(m, |m, &v| V::T::vmax(m, v))
+    a.max(b).reduce_max()
 }
 
 /// `(x - m) · inv_t` for one vector; the multiply is skipped at T = 1,
@@ -173,6 +264,24 @@ where
     }
 }
 
+/// `exp((x - m) · inv_t)` of one vector (closures cannot be
+/// `#[inline(always)]`, which code under `target_feature` needs).
+struct ShiftedExp<V, const SCALED: bool> {
+    vm: V,
+    vt: V,
+}
+
+impl<V: Vector, const SCALED: bool> ShiftedExp<V, SCALED>
+where
+    V::T: ExpConsts,
+{
+    #[inline(always)]
+    fn at(&self, x: V) -> V {
+        exp_below(shifted::<V, SCALED>(x, self.vm, self.vt))
+    }
+}
+
+/// Lanes past the row's end are loaded as -inf, whose exp is 0.
 #[inline(always)]
 fn exp_shifted_as<V: Vector, const SCALED: bool>(
     x: &[V::T],
@@ -184,27 +293,27 @@ where
     V::T: ExpConsts,
 {
     let (vm, vt) = (V::splat(m), V::splat(inv_t));
-    let mut tail = 0.0;
-    let mut xs = x.chunks_exact(V::LANES);
-    let mut os = out.chunks_exact_mut(V::LANES);
-    let n = xs.len().min(os.len());
-    let body = sum_vectors::<V>(
-        n,
-        #[inline(always)]
-        |_| match (xs.next(), os.next()) {
-            (Some(x), Some(o)) => {
-                let e = exp_below(shifted::<V, SCALED>(V::load(x), vm, vt));
-                e.store(o);
-                e
-            }
-            _ => V::splat(V::T::ZERO),
-        },
-    );
-    for (o, &v) in os.into_remainder().iter_mut().zip(xs.remainder()) {
-        *o = V::T::exp((v - m) * inv_t, true);
-        tail += o.widen();
+    let e = ShiftedExp::<V, SCALED> { vm, vt };
+    let mut acc = Sum::new();
+    let mut xs = x.chunks_exact(2 * V::LANES);
+    let mut os = out.chunks_exact_mut(2 * V::LANES);
+    for (x, o) in (&mut xs).zip(&mut os) {
+        let ((x0, x1), (o0, o1)) = (x.split_at(V::LANES), o.split_at_mut(V::LANES));
+        let (e0, e1) = (e.at(V::load(x0)), e.at(V::load(x1)));
+        e0.store(o0);
+        e1.store(o1);
+        acc.add2(e0, e1);
     }
-    body + tail
+    let (x0, x1) = halves(xs.remainder(), V::LANES);
+    let (o0, o1) = halves_mut(os.into_remainder(), V::LANES);
+    let (e0, e1) = (
+        e.at(V::load_part(x0, V::T::NEG_INF)),
+        e.at(V::load_part(x1, V::T::NEG_INF)),
+    );
+    e0.store_part(o0);
+    e1.store_part(o1);
+    acc.add2(e0, e1);
+    acc.finish()
 }
 
 #[inline(always)]
@@ -225,137 +334,109 @@ where
     V::T: ExpConsts,
 {
     let (vm, vt) = (V::splat(m), V::splat(inv_t));
-    let mut xs = x.chunks_exact(V::LANES);
-    let body = sum_vectors::<V>(
-        xs.len(),
+    sum_map::<V>(
+        x,
+        V::T::NEG_INF,
         #[inline(always)]
-        |_| match xs.next() {
-            Some(x) => exp_below(shifted::<V, SCALED>(V::load(x), vm, vt)),
-            None => V::splat(V::T::ZERO),
-        },
-    );
-    let mut tail = 0.0;
-    for &v in xs.remainder() {
-        tail += V::T::exp((v - m) * inv_t, true).widen();
+        |x| exp_below(shifted::<V, SCALED>(x, vm, vt)),
+    )
+}
+
+/// Sums `f(a_i, b_i)` over two rows of equal length; tail lanes past the
+/// end are `fa` and `fb`, for which `f` must give 0.
+#[inline(always)]
+fn sum_zip<V: Vector>(a: &[V::T], b: &[V::T], fa: V::T, fb: V::T, f: impl Fn(V, V) -> V) -> f64 {
+    let mut acc = Sum::new();
+    let mut xs = a.chunks_exact(2 * V::LANES);
+    let mut ys = b.chunks_exact(2 * V::LANES);
+    for (x, y) in (&mut xs).zip(&mut ys) {
+        let ((x0, x1), (y0, y1)) = (x.split_at(V::LANES), y.split_at(V::LANES));
+        acc.add2(f(V::load(x0), V::load(y0)), f(V::load(x1), V::load(y1)));
     }
-    body + tail
+    let (x0, x1) = halves(xs.remainder(), V::LANES);
+    let (y0, y1) = halves(ys.remainder(), V::LANES);
+    acc.add2(
+        f(V::load_part(x0, fa), V::load_part(y0, fb)),
+        f(V::load_part(x1, fa), V::load_part(y1, fb)),
+    );
+    acc.finish()
 }
 
 #[inline(always)]
 pub(crate) fn dot<V: Vector>(a: &[V::T], b: &[V::T]) -> f64 {
-    let mut xs = a.chunks_exact(V::LANES);
-    let mut ys = b.chunks_exact(V::LANES);
-    let n = xs.len().min(ys.len());
-    let body = sum_vectors::<V>(
-        n,
+    sum_zip::<V>(
+        a,
+        b,
+        V::T::ZERO,
+        V::T::ZERO,
         #[inline(always)]
-        |_| match (xs.next(), ys.next()) {
-            (Some(x), Some(y)) => V::load(x).mul(V::load(y)),
-            _ => V::splat(V::T::ZERO),
-        },
-    );
-    let mut tail = 0.0;
-    for (&x, &y) in xs.remainder().iter().zip(ys.remainder()) {
-        tail += (x * y).widen();
-    }
-    body + tail
+        |x, y| x.mul(y),
+    )
 }
 
 #[inline(always)]
 pub(crate) fn sum<V: Vector>(a: &[V::T]) -> f64 {
-    let mut xs = a.chunks_exact(V::LANES);
-    let body = sum_vectors::<V>(
-        xs.len(),
+    sum_map::<V>(
+        a,
+        V::T::ZERO,
         #[inline(always)]
-        |_| match xs.next() {
-            Some(x) => V::load(x),
-            None => V::splat(V::T::ZERO),
-        },
-    );
-    let mut tail = 0.0;
-    for &x in xs.remainder() {
-        tail += x.widen();
-    }
-    body + tail
+        |x| x,
+    )
 }
 
+/// Σ exp(l_i)·g_i; tail lanes are l = -inf (exp 0) and g = 0.
 #[inline(always)]
 pub(crate) fn dot_exp<V: Vector>(l: &[V::T], g: &[V::T]) -> f64
 where
     V::T: ExpConsts,
 {
-    let mut xs = l.chunks_exact(V::LANES);
-    let mut ys = g.chunks_exact(V::LANES);
-    let n = xs.len().min(ys.len());
-    let body = sum_vectors::<V>(
-        n,
+    sum_zip::<V>(
+        l,
+        g,
+        V::T::NEG_INF,
+        V::T::ZERO,
         #[inline(always)]
-        |_| match (xs.next(), ys.next()) {
-            (Some(x), Some(y)) => exp(V::load(x)).mul(V::load(y)),
-            _ => V::splat(V::T::ZERO),
-        },
-    );
-    let mut tail = 0.0;
-    for (&x, &y) in xs.remainder().iter().zip(ys.remainder()) {
-        tail += (V::T::exp(x, true) * y).widen();
-    }
-    body + tail
+        |x, y| exp(x).mul(y),
+    )
 }
 
-/// `out_i = f(a_i)` vector by vector, then `g` on the scalar tail.
+/// `out_i = f(a_i)`, the tail through partial loads and stores (its
+/// padding lanes are computed on zeros and dropped).
 #[inline(always)]
-fn map1<V: Vector>(a: &[V::T], out: &mut [V::T], f: impl Fn(V) -> V, g: impl Fn(V::T) -> V::T) {
-    let mut xs = a.chunks_exact(V::LANES);
-    let mut os = out.chunks_exact_mut(V::LANES);
-    for (x, o) in (&mut xs).zip(&mut os) {
+fn map1<V: Vector>(a: &[V::T], out: &mut [V::T], f: impl Fn(V) -> V) {
+    let n = a.len().min(out.len());
+    let (xs, xt) = split::<V>(a.get(..n).unwrap_or_default());
+    let (os, ot) = split_mut::<V>(out.get_mut(..n).unwrap_or_default());
+    for (x, o) in xs.zip(os) {
         f(V::load(x)).store(o);
     }
-    for (o, &x) in os.into_remainder().iter_mut().zip(xs.remainder()) {
-        *o = g(x);
-    }
+    f(V::load_part(xt, V::T::ZERO)).store_part(ot);
 }
 
-/// `out_i = f(a_i, b_i)` vector by vector, then `g` on the scalar tail.
+/// `out_i = f(a_i, b_i)`, the tail as in [`map1`].
 #[inline(always)]
-fn map2<V: Vector>(
-    a: &[V::T],
-    b: &[V::T],
-    out: &mut [V::T],
-    f: impl Fn(V, V) -> V,
-    g: impl Fn(V::T, V::T) -> V::T,
-) {
-    let mut xs = a.chunks_exact(V::LANES);
-    let mut ys = b.chunks_exact(V::LANES);
-    let mut os = out.chunks_exact_mut(V::LANES);
-    for ((x, y), o) in (&mut xs).zip(&mut ys).zip(&mut os) {
+fn map2<V: Vector>(a: &[V::T], b: &[V::T], out: &mut [V::T], f: impl Fn(V, V) -> V) {
+    let n = a.len().min(b.len()).min(out.len());
+    let (xs, xt) = split::<V>(a.get(..n).unwrap_or_default());
+    let (ys, yt) = split::<V>(b.get(..n).unwrap_or_default());
+    let (os, ot) = split_mut::<V>(out.get_mut(..n).unwrap_or_default());
+    for ((x, y), o) in xs.zip(ys).zip(os) {
         f(V::load(x), V::load(y)).store(o);
     }
-    let tail = os
-        .into_remainder()
-        .iter_mut()
-        .zip(xs.remainder())
-        .zip(ys.remainder());
-    for ((o, &x), &y) in tail {
-        *o = g(x, y);
-    }
+    f(V::load_part(xt, V::T::ZERO), V::load_part(yt, V::T::ZERO)).store_part(ot);
 }
 
-/// `out_i = f(out_i, b_i)` in place.
+/// `out_i = f(out_i, b_i)` in place, the tail as in [`map1`].
 #[inline(always)]
-fn update<V: Vector>(
-    out: &mut [V::T],
-    b: &[V::T],
-    f: impl Fn(V, V) -> V,
-    g: impl Fn(V::T, V::T) -> V::T,
-) {
-    let mut ys = b.chunks_exact(V::LANES);
-    let mut os = out.chunks_exact_mut(V::LANES);
-    for (o, y) in (&mut os).zip(&mut ys) {
+fn update<V: Vector>(out: &mut [V::T], b: &[V::T], f: impl Fn(V, V) -> V) {
+    let n = b.len().min(out.len());
+    let (ys, yt) = split::<V>(b.get(..n).unwrap_or_default());
+    let (os, ot) = split_mut::<V>(out.get_mut(..n).unwrap_or_default());
+    for (o, y) in os.zip(ys) {
         f(V::load(o), V::load(y)).store(o);
     }
-    for (o, &y) in os.into_remainder().iter_mut().zip(ys.remainder()) {
-        *o = g(*o, y);
-    }
+    let o = V::load_part(ot, V::T::ZERO);
+    f(o, V::load_part(yt, V::T::ZERO)).store_part(ot);
 }
 
 #[inline(always)]
@@ -372,21 +453,17 @@ pub(crate) fn log_shifted<V: Vector>(
         out,
         #[inline(always)]
         |x| x.sub(vm).mul(vt).sub(vl),
-        #[inline(always)]
-        |x| (x - m) * inv_t - lse,
     );
 }
 
 #[inline(always)]
 pub(crate) fn scale<V: Vector>(out: &mut [V::T], c: V::T) {
     let vc = V::splat(c);
-    let mut os = out.chunks_exact_mut(V::LANES);
-    for o in &mut os {
+    let (os, ot) = split_mut::<V>(out);
+    for o in os {
         V::load(o).mul(vc).store(o);
     }
-    for o in os.into_remainder() {
-        *o = *o * c;
-    }
+    V::load_part(ot, V::T::ZERO).mul(vc).store_part(ot);
 }
 
 #[inline(always)]
@@ -398,8 +475,6 @@ pub(crate) fn vjp<V: Vector>(s: &[V::T], g: &[V::T], d: V::T, c: V::T, out: &mut
         out,
         #[inline(always)]
         |s, g| vc.mul(s).mul(g.sub(vd)),
-        #[inline(always)]
-        |s, g| c * s * (g - d),
     );
 }
 
@@ -411,8 +486,6 @@ pub(crate) fn vjp_in_place<V: Vector>(out: &mut [V::T], g: &[V::T], d: V::T, c: 
         g,
         #[inline(always)]
         |s, g| vc.mul(s).mul(g.sub(vd)),
-        #[inline(always)]
-        |s, g| c * s * (g - d),
     );
 }
 
@@ -428,8 +501,6 @@ where
         out,
         #[inline(always)]
         |l, g| vc.mul(g.sub(exp(l).mul(vs))),
-        #[inline(always)]
-        |l, g| c * (g - V::T::exp(l, true) * sg),
     );
 }
 
@@ -444,8 +515,6 @@ where
         g,
         #[inline(always)]
         |l, g| vc.mul(g.sub(exp(l).mul(vs))),
-        #[inline(always)]
-        |l, g| c * (g - V::T::exp(l, true) * sg),
     );
 }
 
@@ -457,8 +526,6 @@ pub(crate) fn scaled<V: Vector>(s: &[V::T], a: V::T, out: &mut [V::T]) {
         out,
         #[inline(always)]
         |s| va.mul(s),
-        #[inline(always)]
-        |s| a * s,
     );
 }
 
@@ -467,21 +534,19 @@ pub(crate) fn scaled<V: Vector>(s: &[V::T], a: V::T, out: &mut [V::T]) {
 #[inline(always)]
 pub(crate) fn scaled_stream<V: Vector>(s: &[V::T], a: V::T, out: &mut [V::T]) {
     let align = V::LANES * std::mem::size_of::<V::T>();
-    let head = out.as_ptr().align_offset(align).min(out.len()).min(s.len());
+    let n = s.len().min(out.len());
+    let out = out.get_mut(..n).unwrap_or_default();
+    let head = out.as_ptr().align_offset(align).min(n);
     let (out_head, out_body) = out.split_at_mut(head);
     let (s_head, s_body) = s.split_at(head);
-    for (o, &v) in out_head.iter_mut().zip(s_head) {
-        *o = a * v;
-    }
+    scaled::<V>(s_head, a, out_head);
     let va = V::splat(a);
-    let mut xs = s_body.chunks_exact(V::LANES);
-    let mut os = out_body.chunks_exact_mut(V::LANES);
-    for (x, o) in (&mut xs).zip(&mut os) {
+    let (xs, xt) = split::<V>(s_body);
+    let (os, ot) = split_mut::<V>(out_body);
+    for (x, o) in xs.zip(os) {
         va.mul(V::load(x)).stream(o);
     }
-    for (o, &v) in os.into_remainder().iter_mut().zip(xs.remainder()) {
-        *o = a * v;
-    }
+    va.mul(V::load_part(xt, V::T::ZERO)).store_part(ot);
     V::fence();
 }
 
@@ -496,7 +561,5 @@ where
         out,
         #[inline(always)]
         |l| va.mul(exp(l)),
-        #[inline(always)]
-        |l| a * V::T::exp(l, true),
     );
 }

@@ -123,6 +123,27 @@ impl Vector for F32x16 {
         store!(self.0, dst, 16, f32, _mm512_storeu_ps)
     }
     #[inline(always)]
+    fn load_part(src: &[f32], fill: f32) -> Self {
+        // Most rows have no tail; a masked access costs more than a branch.
+        if src.is_empty() {
+            return Self::splat(fill);
+        }
+        let mask = (1u32 << src.len().min(16)).wrapping_sub(1) as u16;
+        // SAFETY: only the lanes in `mask`, the first `src.len()` values,
+        // are read; masked-off lanes are never accessed (nor can fault).
+        Self(unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(fill), mask, src.as_ptr()) })
+    }
+    #[inline(always)]
+    fn store_part(self, dst: &mut [f32]) {
+        if dst.is_empty() {
+            return;
+        }
+        let mask = (1u32 << dst.len().min(16)).wrapping_sub(1) as u16;
+        // SAFETY: only the lanes in `mask`, the first `dst.len()` values,
+        // are written.
+        unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, self.0) }
+    }
+    #[inline(always)]
     fn stream(self, dst: &mut [f32]) {
         match dst.get_mut(..16) {
             Some(d) if (d.as_ptr() as usize).is_multiple_of(64) => {
@@ -164,10 +185,15 @@ impl Vector for F32x16 {
         })
     }
     #[inline(always)]
-    fn scale_pow2(p: Self, _t: Self, n: Self, _z: Self, _min_arg: Self) -> Self {
-        // SAFETY: see the module docs. p·2^n, gradual underflow to 0 below
-        // the normal range (n ≥ -217 after the LOWEST clamp).
-        Self(unsafe { _mm512_scalef_ps(p.0, n.0) })
+    fn scale_pow2(p: Self, _t: Self, n: Self, z: Self, min_arg: Self) -> Self {
+        // SAFETY: see the module docs. p·2^n where z ≥ MIN_ARG, else 0. The
+        // lanes below are masked out rather than left to underflow: an
+        // underflowing result costs a microcode assist (~150 cycles), which
+        // every -inf (masked) logit and every padded tail lane would pay.
+        Self(unsafe {
+            let normal = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(z.0, min_arg.0);
+            _mm512_maskz_scalef_ps(normal, p.0, n.0)
+        })
     }
 }
 
@@ -190,6 +216,27 @@ impl Vector for F64x8 {
     #[inline(always)]
     fn store(self, dst: &mut [f64]) {
         store!(self.0, dst, 8, f64, _mm512_storeu_pd)
+    }
+    #[inline(always)]
+    fn load_part(src: &[f64], fill: f64) -> Self {
+        // Most rows have no tail; a masked access costs more than a branch.
+        if src.is_empty() {
+            return Self::splat(fill);
+        }
+        let mask = (1u16 << src.len().min(8)).wrapping_sub(1) as u8;
+        // SAFETY: only the lanes in `mask`, the first `src.len()` values,
+        // are read; masked-off lanes are never accessed (nor can fault).
+        Self(unsafe { _mm512_mask_loadu_pd(_mm512_set1_pd(fill), mask, src.as_ptr()) })
+    }
+    #[inline(always)]
+    fn store_part(self, dst: &mut [f64]) {
+        if dst.is_empty() {
+            return;
+        }
+        let mask = (1u16 << dst.len().min(8)).wrapping_sub(1) as u8;
+        // SAFETY: only the lanes in `mask`, the first `dst.len()` values,
+        // are written.
+        unsafe { _mm512_mask_storeu_pd(dst.as_mut_ptr(), mask, self.0) }
     }
     #[inline(always)]
     fn stream(self, dst: &mut [f64]) {
@@ -233,10 +280,15 @@ impl Vector for F64x8 {
         })
     }
     #[inline(always)]
-    fn scale_pow2(p: Self, _t: Self, n: Self, _z: Self, _min_arg: Self) -> Self {
-        // SAFETY: see the module docs. p·2^n, gradual underflow to 0 below
-        // the normal range (n ≥ -1587 after the LOWEST clamp).
-        Self(unsafe { _mm512_scalef_pd(p.0, n.0) })
+    fn scale_pow2(p: Self, _t: Self, n: Self, z: Self, min_arg: Self) -> Self {
+        // SAFETY: see the module docs. p·2^n where z ≥ MIN_ARG, else 0. The
+        // lanes below are masked out rather than left to underflow: an
+        // underflowing result costs a microcode assist (~150 cycles), which
+        // every -inf (masked) logit and every padded tail lane would pay.
+        Self(unsafe {
+            let normal = _mm512_cmp_pd_mask::<_CMP_GE_OQ>(z.0, min_arg.0);
+            _mm512_maskz_scalef_pd(normal, p.0, n.0)
+        })
     }
 }
 
