@@ -2,7 +2,7 @@
 //! element, median of repeats), for `bench/compare.py`.
 //!
 //! Usage: `kernel_bench [CASE...]` where a case is `op:dtype:ROWSxK[:pool]`,
-//! op ∈ forward, log_softmax, backward, jacobian, cross_entropy, memcpy,
+//! op ∈ forward, forward_masked, log_softmax, backward, jacobian, cross_entropy, memcpy,
 //! memset; dtype ∈ f32, f64. Without arguments, the issue-3 shapes.
 
 use ndarray::{Array1, Array2, Array3};
@@ -115,6 +115,26 @@ fn time_op<F: Element>(op: &str, rows: usize, k: usize, exec: Exec) -> Option<f6
             };
             measure(n, || {
                 let _ = kernel::forward(black_box(x.view()), out.view_mut(), F::one(), form, exec);
+            })
+        }
+        // Causal-attention style: row r keeps its first r·k/rows + 1 logits
+        // and masks the rest with -inf (half the values overall).
+        "forward_masked" => {
+            let mut x = x;
+            for (r, mut row) in x.rows_mut().into_iter().enumerate() {
+                let keep = r * k / rows + 1;
+                row.iter_mut()
+                    .skip(keep)
+                    .for_each(|v| *v = F::neg_infinity());
+            }
+            measure(n, || {
+                let _ = kernel::forward(
+                    black_box(x.view()),
+                    out.view_mut(),
+                    F::one(),
+                    Form::Probs,
+                    exec,
+                );
             })
         }
         "backward" => {

@@ -1,6 +1,5 @@
 //! Backward pass: the vector-Jacobian product, O(k) per row, never forming J.
 
-use super::forward::{log_softmax_row, softmax_row};
 use super::{check_same, for_rows, Element, Exec, Form, KernelError};
 use ndarray::{ArrayView2, ArrayViewMut2, Zip};
 
@@ -50,13 +49,13 @@ pub fn backward_from_logits<F: Element>(
         if let (Some(x), Some(g), Some(o)) = (x.as_slice(), g.as_slice(), o.as_slice_mut()) {
             match form {
                 Form::Probs => {
-                    softmax_row(x, inv_t, o);
+                    F::softmax_row(x, inv_t, o);
                     let d = F::of(F::dot(g, o));
                     F::vjp_in_place(o, g, d, inv_t);
                 }
                 Form::LogProbs => {
                     // The log-softmax rule only needs s Σg; s = exp(log s).
-                    log_softmax_row(x, inv_t, o);
+                    F::log_softmax_row(x, inv_t, o);
                     if F::row_max(o) == F::neg_infinity() {
                         o.fill(F::zero());
                     } else {

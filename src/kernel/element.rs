@@ -16,6 +16,24 @@ pub trait Element: Float + Debug + Default + Send + Sync + 'static {
     fn of(v: f64) -> Self;
 
     /// The largest value of `x`; `-inf` for an empty or fully masked row.
+    /// One row of softmax(x · inv_t) into `out` (see `forward`); by
+    /// default [`super::forward::softmax_row_by_parts`], pass by pass.
+    fn softmax_row(x: &[Self], inv_t: Self, out: &mut [Self]) {
+        super::forward::softmax_row_by_parts(x, inv_t, out)
+    }
+
+    /// One row of softmax with `e` as scratch and streaming stores into
+    /// `out`; by default [`super::forward::softmax_row_streamed_by_parts`].
+    fn softmax_row_streamed(x: &[Self], inv_t: Self, e: &mut [Self], out: &mut [Self]) {
+        super::forward::softmax_row_streamed_by_parts(x, inv_t, e, out)
+    }
+
+    /// One row of log-softmax(x · inv_t) into `out`; by default
+    /// [`super::forward::log_softmax_row_by_parts`].
+    fn log_softmax_row(x: &[Self], inv_t: Self, out: &mut [Self]) {
+        super::forward::log_softmax_row_by_parts(x, inv_t, out)
+    }
+
     fn row_max(x: &[Self]) -> Self {
         x.iter().fold(Self::neg_infinity(), |m, &v| m.max(v))
     }

@@ -22,33 +22,44 @@ pub fn forward<F: Element>(
         if let (Some(x), Some(o)) = (x.as_slice(), o.as_slice_mut()) {
             match form {
                 Form::Probs if stream => softmax_row_streamed(x, inv_t, o),
-                Form::Probs => softmax_row(x, inv_t, o),
-                Form::LogProbs => log_softmax_row(x, inv_t, o),
+                Form::Probs => F::softmax_row(x, inv_t, o),
+                Form::LogProbs => F::log_softmax_row(x, inv_t, o),
             }
         }
     });
     Ok(())
 }
 
-/// As [`softmax_row`], for outputs too large for the cache: the
+/// As [`softmax_row_by_parts`], for outputs too large for the cache: the
 /// exponentials go to a scratch row that stays in cache, and the scaled
 /// result is streamed to `out` once, so memory sees one read of `x` and one
 /// write of `out`, like a memcpy, instead of a read-for-ownership as well.
 fn softmax_row_streamed<F: Element>(x: &[F], inv_t: F, out: &mut [F]) {
+    let mut buf = Vec::new();
+    let e = scratch_row(&mut buf, x.len());
+    F::softmax_row_streamed(x, inv_t, e, out);
+}
+
+/// The passes of [`softmax_row_streamed`], with `e` the scratch row.
+pub(crate) fn softmax_row_streamed_by_parts<F: Element>(
+    x: &[F],
+    inv_t: F,
+    e: &mut [F],
+    out: &mut [F],
+) {
     let m = F::row_max(x);
     if m == F::neg_infinity() {
         out.fill(F::zero());
         return;
     }
-    let mut buf = Vec::new();
-    let e = scratch_row(&mut buf, x.len());
     let sum = F::exp_shifted(x, m, inv_t, e);
     F::scaled_stream(e, F::of(1.0 / sum), out);
 }
 
 /// One row of softmax: max, then exp and sum, then scale, each pass over a
-/// row that stays in cache.
-pub(crate) fn softmax_row<F: Element>(x: &[F], inv_t: F, out: &mut [F]) {
+/// row that stays in cache. `Element::softmax_row` runs this, or the same
+/// passes fused into one SIMD call.
+pub(crate) fn softmax_row_by_parts<F: Element>(x: &[F], inv_t: F, out: &mut [F]) {
     let m = F::row_max(x);
     if m == F::neg_infinity() {
         out.fill(F::zero());
@@ -59,7 +70,7 @@ pub(crate) fn softmax_row<F: Element>(x: &[F], inv_t: F, out: &mut [F]) {
 }
 
 /// One row of log-softmax, as `(x - m)·inv_t - log Σ exp(...)`, never `log(s)`.
-pub(crate) fn log_softmax_row<F: Element>(x: &[F], inv_t: F, out: &mut [F]) {
+pub(crate) fn log_softmax_row_by_parts<F: Element>(x: &[F], inv_t: F, out: &mut [F]) {
     let m = F::row_max(x);
     if m == F::neg_infinity() {
         out.fill(F::neg_infinity());

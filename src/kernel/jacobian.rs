@@ -1,7 +1,6 @@
 //! The full Jacobian, one `[k, k]` matrix per row: output-bound, so each
 //! matrix row is written in one streaming pass.
 
-use super::forward::{log_softmax_row, softmax_row};
 use super::{check_layout, for_rows, scratch_row, streams, Element, Exec, Form, KernelError};
 use ndarray::{ArrayView2, ArrayViewMut3, Axis, Zip};
 
@@ -49,8 +48,8 @@ pub fn jacobian_from_logits<F: Element>(
             let split = o.len().saturating_sub(k);
             let (head, tail) = o.split_at_mut(split);
             match form {
-                Form::Probs => softmax_row(x, inv_t, tail),
-                Form::LogProbs => log_softmax_row(x, inv_t, tail),
+                Form::Probs => F::softmax_row(x, inv_t, tail),
+                Form::LogProbs => F::log_softmax_row(x, inv_t, tail),
             }
             fill_from_last(head, tail, inv_t, form, stream);
         }

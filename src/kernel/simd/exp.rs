@@ -27,6 +27,8 @@ pub(crate) trait Real:
     /// two roundings (a libm `fma` call would be far slower).
     fn fmadd(a: Self, b: Self, c: Self, fused: bool) -> Self;
     fn widen(self) -> f64;
+    /// The nearest value to `v`.
+    fn narrow(v: f64) -> Self;
     fn exp(z: Self, fused: bool) -> Self;
 
     /// The larger of two values as one `max` instruction (no NaN fix-ups:
@@ -69,6 +71,11 @@ impl Real for f32 {
     #[inline(always)]
     fn widen(self) -> f64 {
         f64::from(self)
+    }
+
+    #[inline(always)]
+    fn narrow(v: f64) -> Self {
+        v as f32
     }
 
     #[inline(always)]
@@ -128,6 +135,11 @@ impl Real for f64 {
     }
 
     #[inline(always)]
+    fn narrow(v: f64) -> Self {
+        v
+    }
+
+    #[inline(always)]
     fn exp(z: Self, fused: bool) -> Self {
         // Just below ln(2^-1022), so every z with a normal result is computed.
         const MIN_ARG: f64 = -708.396_418_532_27;
@@ -164,7 +176,6 @@ impl Real for f64 {
 
 impl super::vector::ExpConsts for f32 {
     const MIN_ARG: Self = -87.336_55;
-    const LOWEST: Self = -150.0;
     const MAX_ARG: Self = 88.0;
     const SHIFTER: Self = 12_582_912.0;
     const LOG2_E: Self = std::f32::consts::LOG2_E;
@@ -187,7 +198,6 @@ impl super::vector::ExpConsts for f32 {
 
 impl super::vector::ExpConsts for f64 {
     const MIN_ARG: Self = -708.396_418_532_27;
-    const LOWEST: Self = -1100.0;
     const MAX_ARG: Self = 709.0;
     const SHIFTER: Self = 6_755_399_441_055_744.0;
     const LOG2_E: Self = std::f64::consts::LOG2_E;

@@ -12,6 +12,9 @@ mod vector;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+use super::forward::{
+    log_softmax_row_by_parts, softmax_row_by_parts, softmax_row_streamed_by_parts,
+};
 use super::Element;
 #[allow(unused_imports)]
 use dispatch::{level, Level};
@@ -67,6 +70,18 @@ macro_rules! simd_element {
 
             fn row_max(x: &[Self]) -> Self {
                 simd!($t; V => vector::row_max::<V>(x); _fused => rows::row_max(x))
+            }
+
+            fn softmax_row(x: &[Self], inv_t: Self, out: &mut [Self]) {
+                simd!($t; V => vector::softmax_row::<V>(x, inv_t, out); _fused => softmax_row_by_parts(x, inv_t, out))
+            }
+
+            fn softmax_row_streamed(x: &[Self], inv_t: Self, e: &mut [Self], out: &mut [Self]) {
+                simd!($t; V => vector::softmax_row_streamed::<V>(x, inv_t, e, out); _fused => softmax_row_streamed_by_parts(x, inv_t, e, out))
+            }
+
+            fn log_softmax_row(x: &[Self], inv_t: Self, out: &mut [Self]) {
+                simd!($t; V => vector::log_softmax_row::<V>(x, inv_t, out); _fused => log_softmax_row_by_parts(x, inv_t, out))
             }
 
             fn exp_shifted(x: &[Self], m: Self, inv_t: Self, out: &mut [Self]) -> f64 {

@@ -65,6 +65,14 @@ pub(crate) trait Vector: Copy {
     /// Sum of the lanes, in f64.
     fn reduce_sum(self) -> f64;
 
+    /// Hints that the cache line holding `p` will be used soon. Never
+    /// faults and never reads memory as far as the program can tell, so `p`
+    /// may point anywhere; this default does nothing.
+    #[inline(always)]
+    fn prefetch(p: *const Self::T) {
+        let _ = p;
+    }
+
     /// Stores `LANES` values into `dst` (exactly that many), past the cache
     /// when `dst` is aligned to a whole vector; this default stores normally.
     #[inline(always)]
@@ -84,8 +92,6 @@ const MAX_LANES: usize = 16;
 /// Constants of the exp of `Real`, per lane type.
 pub(crate) trait ExpConsts: Real {
     const MIN_ARG: Self;
-    /// Lower clamp of the argument: 2^round(LOWEST·log2 e) underflows to 0.
-    const LOWEST: Self;
     const MAX_ARG: Self;
     const SHIFTER: Self;
     const LOG2_E: Self;
@@ -111,13 +117,12 @@ fn exp_below<V: Vector>(z: V) -> V
 where
     V::T: ExpConsts,
 {
-    // Clamped far enough below MIN_ARG that 2^n underflows to 0 (and -inf
-    // becomes finite): `scale_pow2` gets 0 there by masking or by underflow.
-    let zc = z.max(V::splat(V::T::LOWEST));
+    // No clamp below: lanes under MIN_ARG (-inf included, which turns the
+    // arithmetic into NaN) are set to 0 by `scale_pow2` from `z` itself.
     let shifter = V::splat(V::T::SHIFTER);
-    let t = zc.fmadd(V::splat(V::T::LOG2_E), shifter);
+    let t = z.fmadd(V::splat(V::T::LOG2_E), shifter);
     let n = t.sub(shifter);
-    let r = n.fmadd(V::splat(V::T::ZERO - V::T::LN2_HI), zc);
+    let r = n.fmadd(V::splat(V::T::ZERO - V::T::LN2_HI), z);
     let r = n.fmadd(V::splat(V::T::ZERO - V::T::LN2_LO), r);
     let mut coeffs = V::T::POLY.iter();
     let mut p = V::splat(coeffs.next().copied().unwrap_or(V::T::ZERO));
@@ -191,18 +196,68 @@ fn halves_mut<T>(rest: &mut [T], lanes: usize) -> (&mut [T], &mut [T]) {
 }
 
 /// Σ f(x_i) over a row, two vectors per step; lanes past the end hold
-/// `fill`, for which `f` must give 0.
+/// `fill`, for which `f` must give 0. `ahead` as in [`Ahead`].
 #[inline(always)]
-fn sum_map<V: Vector>(x: &[V::T], fill: V::T, f: impl Fn(V) -> V) -> f64 {
+fn sum_map<V: Vector, const A: usize>(
+    x: &[V::T],
+    fill: V::T,
+    ahead: Ahead<V::T, A>,
+    f: impl Fn(V) -> V,
+) -> f64 {
     let mut acc = Sum::new();
     let mut xs = x.chunks_exact(2 * V::LANES);
-    for c in &mut xs {
+    for (i, c) in (&mut xs).enumerate() {
+        ahead.fetch::<V>(i);
         let (p, q) = c.split_at(V::LANES);
         acc.add2(f(V::load(p)), f(V::load(q)));
     }
     let (p, q) = halves(xs.remainder(), V::LANES);
     acc.add2(f(V::load_part(p, fill)), f(V::load_part(q, fill)));
     acc.finish()
+}
+
+/// Rows to prefetch while a compute-bound pass runs over another: at step
+/// `i` (two vectors), the same two vectors' lines of each row in `rows`.
+/// Loading the next row (or the row a later pass stores to) this way
+/// overlaps its memory latency with the exp arithmetic, where otherwise a
+/// pass that only loads or only stores would wait for it.
+#[derive(Clone, Copy)]
+struct Ahead<T, const A: usize> {
+    rows: [*const T; A],
+}
+
+/// Rows up to this many bytes are prefetched whole, a pass ahead; longer
+/// ones would not stay in L1 until used, and stream well unaided.
+const AHEAD_MAX_BYTES: usize = 32 << 10;
+
+impl<T> Ahead<T, 0> {
+    #[inline(always)]
+    fn none() -> Self {
+        Self { rows: [] }
+    }
+}
+
+impl<T, const A: usize> Ahead<T, A> {
+    #[inline(always)]
+    fn fetch<V: Vector<T = T>>(&self, i: usize) {
+        for row in self.rows.into_iter().filter(|r| !r.is_null()) {
+            let at = row.wrapping_add(2 * V::LANES * i);
+            V::prefetch(at);
+            V::prefetch(at.wrapping_add(V::LANES));
+        }
+    }
+}
+
+/// The row that follows `x` in memory: the next row of a contiguous batch
+/// (for any other layout, a harmless useless prefetch), or null — never
+/// fetched — when `x` is too long for prefetching to pay.
+#[inline(always)]
+fn next_row<T>(x: &[T]) -> *const T {
+    if std::mem::size_of_val(x) <= AHEAD_MAX_BYTES {
+        x.as_ptr().wrapping_add(x.len())
+    } else {
+        std::ptr::null()
+    }
 }
 
 /// The row's full vectors and its tail (fewer than `LANES` values).
@@ -257,10 +312,24 @@ pub(crate) fn exp_shifted<V: Vector>(x: &[V::T], m: V::T, inv_t: V::T, out: &mut
 where
     V::T: ExpConsts,
 {
+    exp_shifted_ahead::<V, 0>(x, m, inv_t, out, Ahead::none())
+}
+
+#[inline(always)]
+fn exp_shifted_ahead<V: Vector, const A: usize>(
+    x: &[V::T],
+    m: V::T,
+    inv_t: V::T,
+    out: &mut [V::T],
+    ahead: Ahead<V::T, A>,
+) -> f64
+where
+    V::T: ExpConsts,
+{
     if inv_t == V::T::ONE {
-        exp_shifted_as::<V, false>(x, m, inv_t, out)
+        exp_shifted_as::<V, false, A>(x, m, inv_t, out, ahead)
     } else {
-        exp_shifted_as::<V, true>(x, m, inv_t, out)
+        exp_shifted_as::<V, true, A>(x, m, inv_t, out, ahead)
     }
 }
 
@@ -283,11 +352,12 @@ where
 
 /// Lanes past the row's end are loaded as -inf, whose exp is 0.
 #[inline(always)]
-fn exp_shifted_as<V: Vector, const SCALED: bool>(
+fn exp_shifted_as<V: Vector, const SCALED: bool, const A: usize>(
     x: &[V::T],
     m: V::T,
     inv_t: V::T,
     out: &mut [V::T],
+    ahead: Ahead<V::T, A>,
 ) -> f64
 where
     V::T: ExpConsts,
@@ -297,7 +367,8 @@ where
     let mut acc = Sum::new();
     let mut xs = x.chunks_exact(2 * V::LANES);
     let mut os = out.chunks_exact_mut(2 * V::LANES);
-    for (x, o) in (&mut xs).zip(&mut os) {
+    for (i, (x, o)) in (&mut xs).zip(&mut os).enumerate() {
+        ahead.fetch::<V>(i);
         let ((x0, x1), (o0, o1)) = (x.split_at(V::LANES), o.split_at_mut(V::LANES));
         let (e0, e1) = (e.at(V::load(x0)), e.at(V::load(x1)));
         e0.store(o0);
@@ -321,25 +392,115 @@ pub(crate) fn sum_exp_shifted<V: Vector>(x: &[V::T], m: V::T, inv_t: V::T) -> f6
 where
     V::T: ExpConsts,
 {
+    sum_exp_shifted_ahead::<V, 0>(x, m, inv_t, Ahead::none())
+}
+
+#[inline(always)]
+fn sum_exp_shifted_ahead<V: Vector, const A: usize>(
+    x: &[V::T],
+    m: V::T,
+    inv_t: V::T,
+    ahead: Ahead<V::T, A>,
+) -> f64
+where
+    V::T: ExpConsts,
+{
     if inv_t == V::T::ONE {
-        sum_exp_shifted_as::<V, false>(x, m, inv_t)
+        sum_exp_shifted_as::<V, false, A>(x, m, inv_t, ahead)
     } else {
-        sum_exp_shifted_as::<V, true>(x, m, inv_t)
+        sum_exp_shifted_as::<V, true, A>(x, m, inv_t, ahead)
     }
 }
 
 #[inline(always)]
-fn sum_exp_shifted_as<V: Vector, const SCALED: bool>(x: &[V::T], m: V::T, inv_t: V::T) -> f64
+fn sum_exp_shifted_as<V: Vector, const SCALED: bool, const A: usize>(
+    x: &[V::T],
+    m: V::T,
+    inv_t: V::T,
+    ahead: Ahead<V::T, A>,
+) -> f64
 where
     V::T: ExpConsts,
 {
-    let (vm, vt) = (V::splat(m), V::splat(inv_t));
-    sum_map::<V>(
+    let e = ShiftedExp::<V, SCALED> {
+        vm: V::splat(m),
+        vt: V::splat(inv_t),
+    };
+    sum_map::<V, A>(
         x,
         V::T::NEG_INF,
+        ahead,
         #[inline(always)]
-        |x| exp_below(shifted::<V, SCALED>(x, vm, vt)),
+        |x| e.at(x),
     )
+}
+
+/// Softmax of one row in one call: max; exp and sum, prefetching the next
+/// row for the next call's max pass; scale. `forward::softmax_row_by_parts`
+/// is the same algorithm pass by pass.
+#[inline(always)]
+pub(crate) fn softmax_row<V: Vector>(x: &[V::T], inv_t: V::T, out: &mut [V::T])
+where
+    V::T: ExpConsts,
+{
+    let m = row_max::<V>(x);
+    if m == V::T::NEG_INF {
+        out.fill(V::T::ZERO);
+        return;
+    }
+    let ahead = Ahead {
+        rows: [next_row(x), next_row(out)],
+    };
+    let sum = exp_shifted_ahead::<V, 2>(x, m, inv_t, out, ahead);
+    scale::<V>(out, V::T::narrow(1.0 / sum));
+}
+
+/// [`softmax_row`] for outputs past the cache: the exps go to the scratch
+/// row `e`, then the scaled row is streamed to `out`.
+#[inline(always)]
+pub(crate) fn softmax_row_streamed<V: Vector>(
+    x: &[V::T],
+    inv_t: V::T,
+    e: &mut [V::T],
+    out: &mut [V::T],
+) where
+    V::T: ExpConsts,
+{
+    let m = row_max::<V>(x);
+    if m == V::T::NEG_INF {
+        out.fill(V::T::ZERO);
+        return;
+    }
+    let ahead = Ahead {
+        rows: [next_row(x)],
+    };
+    let sum = exp_shifted_ahead::<V, 1>(x, m, inv_t, e, ahead);
+    scaled_stream::<V>(e, V::T::narrow(1.0 / sum), out);
+}
+
+/// Log-softmax of one row in one call: max; the sum of exps, prefetching
+/// the next row and this row's output (so that the last pass, which only
+/// stores, finds its lines in L1); `(x - m)·inv_t - log Σ`.
+#[inline(always)]
+pub(crate) fn log_softmax_row<V: Vector>(x: &[V::T], inv_t: V::T, out: &mut [V::T])
+where
+    V::T: ExpConsts,
+{
+    let m = row_max::<V>(x);
+    if m == V::T::NEG_INF {
+        out.fill(V::T::NEG_INF);
+        return;
+    }
+    let own = if std::mem::size_of_val(out) <= AHEAD_MAX_BYTES {
+        out.as_ptr()
+    } else {
+        std::ptr::null()
+    };
+    let ahead = Ahead {
+        rows: [next_row(x), own],
+    };
+    let lse = V::T::narrow(sum_exp_shifted_ahead::<V, 2>(x, m, inv_t, ahead).ln());
+    log_shifted::<V>(x, m, inv_t, lse, out);
 }
 
 /// Sums `f(a_i, b_i)` over two rows of equal length; tail lanes past the
@@ -376,9 +537,10 @@ pub(crate) fn dot<V: Vector>(a: &[V::T], b: &[V::T]) -> f64 {
 
 #[inline(always)]
 pub(crate) fn sum<V: Vector>(a: &[V::T]) -> f64 {
-    sum_map::<V>(
+    sum_map::<V, 0>(
         a,
         V::T::ZERO,
+        Ahead::none(),
         #[inline(always)]
         |x| x,
     )

@@ -82,6 +82,12 @@ macro_rules! arith {
             Self(unsafe { $min(self.0, o.0) })
         }
         #[inline(always)]
+        fn prefetch(p: *const Self::T) {
+            // SAFETY: a prefetch is only a hint: it never faults and has no
+            // effect the program can observe, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) }
+        }
+        #[inline(always)]
         fn reduce_max(self) -> Self::T {
             let mut lanes = [0.0 as Self::T; Self::LANES];
             self.store(&mut lanes);
