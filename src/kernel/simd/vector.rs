@@ -95,8 +95,8 @@ pub(crate) trait ExpConsts: Real {
     const MAX_ARG: Self;
     const SHIFTER: Self;
     const LOG2_E: Self;
-    const LN2_HI: Self;
-    const LN2_LO: Self;
+    /// ln 2 as a sum of parts: r = z - n·part for each in turn.
+    const LN2_PARTS: &'static [Self];
     /// Polynomial coefficients of e^r, highest degree first.
     const POLY: &'static [Self];
 }
@@ -122,8 +122,10 @@ where
     let shifter = V::splat(V::T::SHIFTER);
     let t = z.fmadd(V::splat(V::T::LOG2_E), shifter);
     let n = t.sub(shifter);
-    let r = n.fmadd(V::splat(V::T::ZERO - V::T::LN2_HI), z);
-    let r = n.fmadd(V::splat(V::T::ZERO - V::T::LN2_LO), r);
+    let mut r = z;
+    for &part in V::T::LN2_PARTS {
+        r = n.fmadd(V::splat(V::T::ZERO - part), r);
+    }
     let mut coeffs = V::T::POLY.iter();
     let mut p = V::splat(coeffs.next().copied().unwrap_or(V::T::ZERO));
     for &c in coeffs {

@@ -87,23 +87,44 @@ macro_rules! arith {
             // effect the program can observe, whatever the address.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) }
         }
+    };
+}
+
+/// Lane reductions through an array, halving pairwise (a tree, so the
+/// latency before the next pass can start is log2(lanes) steps, not lanes).
+macro_rules! reduce_by_halves {
+    () => {
         #[inline(always)]
         fn reduce_max(self) -> Self::T {
             let mut lanes = [0.0 as Self::T; Self::LANES];
             self.store(&mut lanes);
-            lanes
-                .iter()
-                .fold(Self::T::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+            let mut n = Self::LANES;
+            while n > 1 {
+                n /= 2;
+                let (lo, hi) = lanes.split_at_mut(n);
+                for (a, &b) in lo.iter_mut().zip(hi.iter()) {
+                    *a = if b > *a { b } else { *a };
+                }
+            }
+            lanes.first().copied().unwrap_or(Self::T::NEG_INFINITY)
         }
         #[inline(always)]
         fn reduce_sum(self) -> f64 {
             let mut lanes = [0.0 as Self::T; Self::LANES];
             self.store(&mut lanes);
-            let (lo, hi) = lanes.split_at(Self::LANES / 2);
-            lo.iter()
-                .zip(hi)
-                .map(|(&a, &b)| f64::from(a) + f64::from(b))
-                .sum()
+            let mut wide = [0.0f64; Self::LANES];
+            for (w, &v) in wide.iter_mut().zip(&lanes) {
+                *w = f64::from(v);
+            }
+            let mut n = Self::LANES;
+            while n > 1 {
+                n /= 2;
+                let (lo, hi) = wide.split_at_mut(n);
+                for (a, &b) in lo.iter_mut().zip(hi.iter()) {
+                    *a += b;
+                }
+            }
+            wide.first().copied().unwrap_or(0.0)
         }
     };
 }
@@ -173,6 +194,23 @@ impl Vector for F32x16 {
         _mm512_max_ps,
         _mm512_min_ps
     );
+    #[inline(always)]
+    fn reduce_max(self) -> f32 {
+        // SAFETY: see the module docs.
+        unsafe { _mm512_reduce_max_ps(self.0) }
+    }
+    #[inline(always)]
+    fn reduce_sum(self) -> f64 {
+        // SAFETY: see the module docs. Both halves widened to f64, then a
+        // shuffle tree.
+        unsafe {
+            let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(self.0));
+            let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                _mm512_castps_pd(self.0),
+            )));
+            _mm512_reduce_add_pd(_mm512_add_pd(lo, hi))
+        }
+    }
     #[inline(always)]
     fn zero_where_below(self, z: Self, limit: Self) -> Self {
         // SAFETY: see the module docs.
@@ -269,6 +307,16 @@ impl Vector for F64x8 {
         _mm512_min_pd
     );
     #[inline(always)]
+    fn reduce_max(self) -> f64 {
+        // SAFETY: see the module docs.
+        unsafe { _mm512_reduce_max_pd(self.0) }
+    }
+    #[inline(always)]
+    fn reduce_sum(self) -> f64 {
+        // SAFETY: see the module docs.
+        unsafe { _mm512_reduce_add_pd(self.0) }
+    }
+    #[inline(always)]
     fn zero_where_below(self, z: Self, limit: Self) -> Self {
         // SAFETY: see the module docs.
         Self(unsafe {
@@ -342,6 +390,7 @@ impl Vector for F32x8 {
         _mm256_max_ps,
         _mm256_min_ps
     );
+    reduce_by_halves!();
     #[inline(always)]
     fn zero_where_below(self, z: Self, limit: Self) -> Self {
         // SAFETY: see the module docs.
@@ -405,6 +454,7 @@ impl Vector for F64x4 {
         _mm256_max_pd,
         _mm256_min_pd
     );
+    reduce_by_halves!();
     #[inline(always)]
     fn zero_where_below(self, z: Self, limit: Self) -> Self {
         // SAFETY: see the module docs.
