@@ -34,6 +34,17 @@ pub trait Element: Float + Debug + Default + Send + Sync + 'static {
         super::forward::log_softmax_row_by_parts(x, inv_t, out)
     }
 
+    /// Softmax of each row of `x`, contiguous rows of `k` values, into
+    /// `out` (same shape); by default row by row. SIMD types pipeline it.
+    fn softmax_rows(x: &[Self], k: usize, inv_t: Self, out: &mut [Self]) {
+        super::forward::softmax_rows_by_row(x, k, inv_t, out)
+    }
+
+    /// As [`Element::softmax_rows`] for log-softmax.
+    fn log_softmax_rows(x: &[Self], k: usize, inv_t: Self, out: &mut [Self]) {
+        super::forward::log_softmax_rows_by_row(x, k, inv_t, out)
+    }
+
     fn row_max(x: &[Self]) -> Self {
         x.iter().fold(Self::neg_infinity(), |m, &v| m.max(v))
     }

@@ -2,6 +2,7 @@
 
 use super::{check_same, for_rows, scratch_row, streams, Element, Exec, Form, KernelError};
 use ndarray::{ArrayView2, ArrayViewMut2, Zip};
+use rayon::prelude::*;
 
 /// Writes softmax(x · inv_t) (or log-softmax) of every row of `x` into `out`.
 ///
@@ -16,18 +17,60 @@ pub fn forward<F: Element>(
 ) -> Result<(), KernelError> {
     check_same("logits", &x, &out)?;
     check_same("output", &out, &x)?;
-    let stream = streams::<F>(out.len());
-    let zip = Zip::from(x.rows()).and(out.rows_mut());
-    for_rows!(exec, zip, |x, mut o| {
-        if let (Some(x), Some(o)) = (x.as_slice(), o.as_slice_mut()) {
-            match form {
-                Form::Probs if stream => softmax_row_streamed(x, inv_t, o),
-                Form::Probs => F::softmax_row(x, inv_t, o),
-                Form::LogProbs => F::log_softmax_row(x, inv_t, o),
+    if streams::<F>(out.len()) && form == Form::Probs {
+        let zip = Zip::from(x.rows()).and(out.rows_mut());
+        for_rows!(exec, zip, |x, mut o| {
+            if let (Some(x), Some(o)) = (x.as_slice(), o.as_slice_mut()) {
+                softmax_row_streamed(x, inv_t, o);
             }
+        });
+        return Ok(());
+    }
+    let k = x.ncols();
+    let (Some(xs), Some(os)) = (x.as_slice(), out.as_slice_mut()) else {
+        return Err(KernelError::Layout("logits"));
+    };
+    if k == 0 {
+        return Ok(());
+    }
+    let rows = |x: &[F], o: &mut [F]| match form {
+        Form::Probs => F::softmax_rows(x, k, inv_t, o),
+        Form::LogProbs => F::log_softmax_rows(x, k, inv_t, o),
+    };
+    match exec {
+        Exec::Inline => rows(xs, os),
+        Exec::Pool => {
+            // Whole rows per task, enough of them that a task outweighs its
+            // scheduling and the row-to-row pipelining has rows to run on.
+            let block = (POOL_BLOCK_VALUES / k).max(1) * k;
+            xs.par_chunks(block)
+                .zip(os.par_chunks_mut(block))
+                .for_each(|(x, o)| rows(x, o));
         }
-    });
+    }
     Ok(())
+}
+
+/// Values per pool task of the row-block forward (64 K: 256 KiB of f32).
+const POOL_BLOCK_VALUES: usize = 1 << 16;
+
+/// Softmax of each `k`-value row of `x`, one [`Element::softmax_row`] at a
+/// time: the default of [`Element::softmax_rows`].
+pub(crate) fn softmax_rows_by_row<F: Element>(x: &[F], k: usize, inv_t: F, out: &mut [F]) {
+    if k > 0 {
+        for (x, o) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)) {
+            F::softmax_row(x, inv_t, o);
+        }
+    }
+}
+
+/// As [`softmax_rows_by_row`] for log-softmax.
+pub(crate) fn log_softmax_rows_by_row<F: Element>(x: &[F], k: usize, inv_t: F, out: &mut [F]) {
+    if k > 0 {
+        for (x, o) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)) {
+            F::log_softmax_row(x, inv_t, o);
+        }
+    }
 }
 
 /// As [`softmax_row_by_parts`], for outputs too large for the cache: the

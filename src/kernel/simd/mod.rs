@@ -13,7 +13,8 @@ mod vector;
 mod x86;
 
 use super::forward::{
-    log_softmax_row_by_parts, softmax_row_by_parts, softmax_row_streamed_by_parts,
+    log_softmax_row_by_parts, log_softmax_rows_by_row, softmax_row_by_parts,
+    softmax_row_streamed_by_parts, softmax_rows_by_row,
 };
 use super::Element;
 #[allow(unused_imports)]
@@ -70,6 +71,14 @@ macro_rules! simd_element {
 
             fn row_max(x: &[Self]) -> Self {
                 simd!($t; V => vector::row_max::<V>(x); _fused => rows::row_max(x))
+            }
+
+            fn softmax_rows(x: &[Self], k: usize, inv_t: Self, out: &mut [Self]) {
+                simd!($t; V => vector::softmax_rows::<V>(x, k, inv_t, out); _fused => softmax_rows_by_row(x, k, inv_t, out))
+            }
+
+            fn log_softmax_rows(x: &[Self], k: usize, inv_t: Self, out: &mut [Self]) {
+                simd!($t; V => vector::log_softmax_rows::<V>(x, k, inv_t, out); _fused => log_softmax_rows_by_row(x, k, inv_t, out))
             }
 
             fn softmax_row(x: &[Self], inv_t: Self, out: &mut [Self]) {

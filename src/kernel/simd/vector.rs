@@ -198,24 +198,27 @@ fn halves_mut<T>(rest: &mut [T], lanes: usize) -> (&mut [T], &mut [T]) {
 }
 
 /// Σ f(x_i) over a row, two vectors per step; lanes past the end hold
-/// `fill`, for which `f` must give 0. `ahead` as in [`Ahead`].
+/// `fill`, for which `f` must give 0. `ahead` as in [`Ahead`]; returns the
+/// sum and the max of `beside`'s row.
 #[inline(always)]
-fn sum_map<V: Vector, const A: usize>(
+fn sum_map<V: Vector, const A: usize, const NEXT: bool>(
     x: &[V::T],
     fill: V::T,
     ahead: Ahead<V::T, A>,
+    mut beside: MaxBeside<'_, V, NEXT>,
     f: impl Fn(V) -> V,
-) -> f64 {
+) -> (f64, V::T) {
     let mut acc = Sum::new();
     let mut xs = x.chunks_exact(2 * V::LANES);
     for (i, c) in (&mut xs).enumerate() {
         ahead.fetch::<V>(i);
+        beside.step();
         let (p, q) = c.split_at(V::LANES);
         acc.add2(f(V::load(p)), f(V::load(q)));
     }
     let (p, q) = halves(xs.remainder(), V::LANES);
     acc.add2(f(V::load_part(p, fill)), f(V::load_part(q, fill)));
-    acc.finish()
+    (acc.finish(), beside.finish())
 }
 
 /// Rows to prefetch while a compute-bound pass runs over another: at step
@@ -328,10 +331,27 @@ fn exp_shifted_ahead<V: Vector, const A: usize>(
 where
     V::T: ExpConsts,
 {
+    exp_shifted_beside::<V, A, false>(x, m, inv_t, out, ahead, MaxBeside::new(&[])).0
+}
+
+/// [`exp_shifted_ahead`] that also takes the max of `beside`'s row; returns
+/// the sum and that max.
+#[inline(always)]
+fn exp_shifted_beside<V: Vector, const A: usize, const NEXT: bool>(
+    x: &[V::T],
+    m: V::T,
+    inv_t: V::T,
+    out: &mut [V::T],
+    ahead: Ahead<V::T, A>,
+    beside: MaxBeside<'_, V, NEXT>,
+) -> (f64, V::T)
+where
+    V::T: ExpConsts,
+{
     if inv_t == V::T::ONE {
-        exp_shifted_as::<V, false, A>(x, m, inv_t, out, ahead)
+        exp_shifted_as::<V, false, A, NEXT>(x, m, inv_t, out, ahead, beside)
     } else {
-        exp_shifted_as::<V, true, A>(x, m, inv_t, out, ahead)
+        exp_shifted_as::<V, true, A, NEXT>(x, m, inv_t, out, ahead, beside)
     }
 }
 
@@ -354,13 +374,14 @@ where
 
 /// Lanes past the row's end are loaded as -inf, whose exp is 0.
 #[inline(always)]
-fn exp_shifted_as<V: Vector, const SCALED: bool, const A: usize>(
+fn exp_shifted_as<V: Vector, const SCALED: bool, const A: usize, const NEXT: bool>(
     x: &[V::T],
     m: V::T,
     inv_t: V::T,
     out: &mut [V::T],
     ahead: Ahead<V::T, A>,
-) -> f64
+    mut beside: MaxBeside<'_, V, NEXT>,
+) -> (f64, V::T)
 where
     V::T: ExpConsts,
 {
@@ -371,6 +392,7 @@ where
     let mut os = out.chunks_exact_mut(2 * V::LANES);
     for (i, (x, o)) in (&mut xs).zip(&mut os).enumerate() {
         ahead.fetch::<V>(i);
+        beside.step();
         let ((x0, x1), (o0, o1)) = (x.split_at(V::LANES), o.split_at_mut(V::LANES));
         let (e0, e1) = (e.at(V::load(x0)), e.at(V::load(x1)));
         e0.store(o0);
@@ -386,7 +408,55 @@ where
     e0.store_part(o0);
     e1.store_part(o1);
     acc.add2(e0, e1);
-    acc.finish()
+    (acc.finish(), beside.finish())
+}
+
+/// The max of a row, taken two vectors per step of a pass over another
+/// row of the same length: the next row of a batch, whose loads then hide
+/// behind the current row's exp arithmetic, and which needs no max pass of
+/// its own. With `ON` false it loads and computes nothing.
+struct MaxBeside<'a, V: Vector, const ON: bool> {
+    chunks: std::slice::ChunksExact<'a, V::T>,
+    a: V,
+    b: V,
+}
+
+impl<'a, V: Vector, const ON: bool> MaxBeside<'a, V, ON> {
+    #[inline(always)]
+    fn new(row: &'a [V::T]) -> Self {
+        let low = V::splat(V::T::NEG_INF);
+        Self {
+            chunks: row.chunks_exact(2 * V::LANES),
+            a: low,
+            b: low,
+        }
+    }
+
+    #[inline(always)]
+    fn step(&mut self) {
+        if ON {
+            if let Some(c) = self.chunks.next() {
+                let (p, q) = c.split_at(V::LANES);
+                self.a = self.a.max(V::load(p));
+                self.b = self.b.max(V::load(q));
+            }
+        }
+    }
+
+    /// The row's max (`-inf` when `ON` is false).
+    #[inline(always)]
+    fn finish(mut self) -> V::T {
+        if !ON {
+            return V::T::NEG_INF;
+        }
+        while self.chunks.len() > 0 {
+            self.step();
+        }
+        let (p, q) = halves(self.chunks.remainder(), V::LANES);
+        let a = self.a.max(V::load_part(p, V::T::NEG_INF));
+        let b = self.b.max(V::load_part(q, V::T::NEG_INF));
+        a.max(b).reduce_max()
+    }
 }
 
 #[inline(always)]
@@ -394,33 +464,35 @@ pub(crate) fn sum_exp_shifted<V: Vector>(x: &[V::T], m: V::T, inv_t: V::T) -> f6
 where
     V::T: ExpConsts,
 {
-    sum_exp_shifted_ahead::<V, 0>(x, m, inv_t, Ahead::none())
+    sum_exp_shifted_ahead::<V, 0, false>(x, m, inv_t, Ahead::none(), MaxBeside::new(&[])).0
 }
 
 #[inline(always)]
-fn sum_exp_shifted_ahead<V: Vector, const A: usize>(
+fn sum_exp_shifted_ahead<V: Vector, const A: usize, const NEXT: bool>(
     x: &[V::T],
     m: V::T,
     inv_t: V::T,
     ahead: Ahead<V::T, A>,
-) -> f64
+    beside: MaxBeside<'_, V, NEXT>,
+) -> (f64, V::T)
 where
     V::T: ExpConsts,
 {
     if inv_t == V::T::ONE {
-        sum_exp_shifted_as::<V, false, A>(x, m, inv_t, ahead)
+        sum_exp_shifted_as::<V, false, A, NEXT>(x, m, inv_t, ahead, beside)
     } else {
-        sum_exp_shifted_as::<V, true, A>(x, m, inv_t, ahead)
+        sum_exp_shifted_as::<V, true, A, NEXT>(x, m, inv_t, ahead, beside)
     }
 }
 
 #[inline(always)]
-fn sum_exp_shifted_as<V: Vector, const SCALED: bool, const A: usize>(
+fn sum_exp_shifted_as<V: Vector, const SCALED: bool, const A: usize, const NEXT: bool>(
     x: &[V::T],
     m: V::T,
     inv_t: V::T,
     ahead: Ahead<V::T, A>,
-) -> f64
+    beside: MaxBeside<'_, V, NEXT>,
+) -> (f64, V::T)
 where
     V::T: ExpConsts,
 {
@@ -428,10 +500,11 @@ where
         vm: V::splat(m),
         vt: V::splat(inv_t),
     };
-    sum_map::<V, A>(
+    sum_map::<V, A, NEXT>(
         x,
         V::T::NEG_INF,
         ahead,
+        beside,
         #[inline(always)]
         |x| e.at(x),
     )
@@ -480,6 +553,71 @@ pub(crate) fn softmax_row_streamed<V: Vector>(
     scaled_stream::<V>(e, V::T::narrow(1.0 / sum), out);
 }
 
+/// Softmax of each row of `x` (rows of `k` values, `out` alike). Each
+/// row's exp pass also takes the max of the next row (see [`MaxBeside`]),
+/// so only the first row has a max pass, and it prefetches the next
+/// output row, whose stores would otherwise wait for read-for-ownership.
+#[inline(always)]
+pub(crate) fn softmax_rows<V: Vector>(x: &[V::T], k: usize, inv_t: V::T, out: &mut [V::T])
+where
+    V::T: ExpConsts,
+{
+    let Some(first) = x.get(..k).filter(|_| k > 0) else {
+        return;
+    };
+    let mut m = row_max::<V>(first);
+    for (i, (xr, or)) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)).enumerate() {
+        let next = x.get((i + 1) * k..(i + 2) * k);
+        if m == V::T::NEG_INF {
+            or.fill(V::T::ZERO);
+            m = next.map_or(V::T::NEG_INF, row_max::<V>);
+            continue;
+        }
+        let ahead = Ahead {
+            rows: [next_row(or)],
+        };
+        let (sum, next_m) = match next {
+            Some(n) => exp_shifted_beside::<V, 1, true>(xr, m, inv_t, or, ahead, MaxBeside::new(n)),
+            None => exp_shifted_beside::<V, 1, false>(xr, m, inv_t, or, ahead, MaxBeside::new(&[])),
+        };
+        scale::<V>(or, V::T::narrow(1.0 / sum));
+        m = next_m;
+    }
+}
+
+/// Log-softmax of each row, pipelined as [`softmax_rows`]; the sum pass
+/// prefetches the row's own output for the store-only last pass.
+#[inline(always)]
+pub(crate) fn log_softmax_rows<V: Vector>(x: &[V::T], k: usize, inv_t: V::T, out: &mut [V::T])
+where
+    V::T: ExpConsts,
+{
+    let Some(first) = x.get(..k).filter(|_| k > 0) else {
+        return;
+    };
+    let mut m = row_max::<V>(first);
+    for (i, (xr, or)) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)).enumerate() {
+        let next = x.get((i + 1) * k..(i + 2) * k);
+        if m == V::T::NEG_INF {
+            or.fill(V::T::NEG_INF);
+            m = next.map_or(V::T::NEG_INF, row_max::<V>);
+            continue;
+        }
+        let own = if std::mem::size_of_val(or) <= AHEAD_MAX_BYTES {
+            or.as_ptr()
+        } else {
+            std::ptr::null()
+        };
+        let ahead = Ahead { rows: [own] };
+        let (sum, next_m) = match next {
+            Some(n) => sum_exp_shifted_ahead::<V, 1, true>(xr, m, inv_t, ahead, MaxBeside::new(n)),
+            None => sum_exp_shifted_ahead::<V, 1, false>(xr, m, inv_t, ahead, MaxBeside::new(&[])),
+        };
+        log_shifted::<V>(xr, m, inv_t, V::T::narrow(sum.ln()), or);
+        m = next_m;
+    }
+}
+
 /// Log-softmax of one row in one call: max; the sum of exps, prefetching
 /// the next row and this row's output (so that the last pass, which only
 /// stores, finds its lines in L1); `(x - m)·inv_t - log Σ`.
@@ -501,7 +639,8 @@ where
     let ahead = Ahead {
         rows: [next_row(x), own],
     };
-    let lse = V::T::narrow(sum_exp_shifted_ahead::<V, 2>(x, m, inv_t, ahead).ln());
+    let (sum, _) = sum_exp_shifted_ahead::<V, 2, false>(x, m, inv_t, ahead, MaxBeside::new(&[]));
+    let lse = V::T::narrow(sum.ln());
     log_shifted::<V>(x, m, inv_t, lse, out);
 }
 
@@ -539,13 +678,15 @@ pub(crate) fn dot<V: Vector>(a: &[V::T], b: &[V::T]) -> f64 {
 
 #[inline(always)]
 pub(crate) fn sum<V: Vector>(a: &[V::T]) -> f64 {
-    sum_map::<V, 0>(
+    sum_map::<V, 0, false>(
         a,
         V::T::ZERO,
         Ahead::none(),
+        MaxBeside::new(&[]),
         #[inline(always)]
         |x| x,
     )
+    .0
 }
 
 /// Σ exp(l_i)·g_i; tail lanes are l = -inf (exp 0) and g = 0.
