@@ -13,6 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Raw tensor bytes are decoded as `bytes::Bytes`: a slice of the
         // receive buffer, not a copy.
         .bytes(".softmax.v1.Tensor")
+        // Tensor is written by hand (src/proto/tensor.rs) to move its packed
+        // float fields as whole slices.
+        .extern_path(".softmax.v1.Tensor", "crate::proto::tensor::Tensor")
         .compile_fds(fds)?;
     Ok(())
 }

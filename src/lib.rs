@@ -27,7 +27,9 @@ pub mod proto {
     pub mod v1 {
         #![allow(clippy::all, missing_docs)]
         tonic::include_proto!("softmax.v1");
+        pub use super::tensor::Tensor;
     }
+    pub(crate) mod tensor;
     /// Encoded `FileDescriptorSet` of the contract, served by reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/softmax_descriptor.bin"));
