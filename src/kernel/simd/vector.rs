@@ -53,8 +53,9 @@ pub(crate) trait Vector: Copy {
     /// `2^n` from `t = n + SHIFTER` (n an integer held in t's low bits).
     fn pow2_from_shifted(t: Self) -> Self;
     /// The last step of exp: `p · 2^n` where `n = t - SHIFTER`, and 0 where
-    /// `z < MIN_ARG`. This default builds 2^n in the exponent bits and masks;
-    /// AVX-512 overrides it with `vscalefps`, which underflows to 0 itself.
+    /// `z < MIN_ARG` (z = -inf included, where p and t are NaN). This
+    /// default builds 2^n in the exponent bits and blends; AVX-512 overrides
+    /// it with a zero-masked `vscalefps`, so that no lane underflows.
     #[inline(always)]
     fn scale_pow2(p: Self, t: Self, n: Self, z: Self, min_arg: Self) -> Self {
         let _ = n;
