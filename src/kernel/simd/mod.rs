@@ -82,7 +82,7 @@ macro_rules! simd_element {
             }
 
             fn softmax_row(x: &[Self], inv_t: Self, out: &mut [Self]) {
-                simd!($t; V => vector::softmax_row::<V>(x, inv_t, out); _fused => softmax_row_by_parts(x, inv_t, out))
+                simd!($t; V => vector::softmax_rows::<V>(x, x.len(), inv_t, out); _fused => softmax_row_by_parts(x, inv_t, out))
             }
 
             fn softmax_row_streamed(x: &[Self], inv_t: Self, e: &mut [Self], out: &mut [Self]) {
@@ -90,7 +90,7 @@ macro_rules! simd_element {
             }
 
             fn log_softmax_row(x: &[Self], inv_t: Self, out: &mut [Self]) {
-                simd!($t; V => vector::log_softmax_row::<V>(x, inv_t, out); _fused => log_softmax_row_by_parts(x, inv_t, out))
+                simd!($t; V => vector::log_softmax_rows::<V>(x, x.len(), inv_t, out); _fused => log_softmax_row_by_parts(x, inv_t, out))
             }
 
             fn exp_shifted(x: &[Self], m: Self, inv_t: Self, out: &mut [Self]) -> f64 {

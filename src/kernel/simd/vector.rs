@@ -254,15 +254,26 @@ impl<T, const A: usize> Ahead<T, A> {
     }
 }
 
-/// The row that follows `x` in memory: the next row of a contiguous batch
-/// (for any other layout, a harmless useless prefetch), or null — never
-/// fetched — when `x` is too long for prefetching to pay.
+/// `x` itself as a prefetch target, or null — never fetched — when it is
+/// too long for prefetching a pass ahead to pay.
 #[inline(always)]
-fn next_row<T>(x: &[T]) -> *const T {
+fn own_row<T>(x: &[T]) -> *const T {
     if std::mem::size_of_val(x) <= AHEAD_MAX_BYTES {
-        x.as_ptr().wrapping_add(x.len())
+        x.as_ptr()
     } else {
         std::ptr::null()
+    }
+}
+
+/// The row that follows `x` in memory: the next row of a contiguous batch
+/// (for any other layout, a harmless useless prefetch); null as [`own_row`].
+#[inline(always)]
+fn next_row<T>(x: &[T]) -> *const T {
+    let own = own_row(x);
+    if own.is_null() {
+        own
+    } else {
+        own.wrapping_add(x.len())
     }
 }
 
@@ -318,27 +329,13 @@ pub(crate) fn exp_shifted<V: Vector>(x: &[V::T], m: V::T, inv_t: V::T, out: &mut
 where
     V::T: ExpConsts,
 {
-    exp_shifted_ahead::<V, 0>(x, m, inv_t, out, Ahead::none())
+    exp_shifted_ahead::<V, 0, false>(x, m, inv_t, out, Ahead::none(), MaxBeside::new(&[])).0
 }
 
+/// [`exp_shifted`] that prefetches `ahead` and takes the max of `beside`'s
+/// row; returns the sum and that max.
 #[inline(always)]
-fn exp_shifted_ahead<V: Vector, const A: usize>(
-    x: &[V::T],
-    m: V::T,
-    inv_t: V::T,
-    out: &mut [V::T],
-    ahead: Ahead<V::T, A>,
-) -> f64
-where
-    V::T: ExpConsts,
-{
-    exp_shifted_beside::<V, A, false>(x, m, inv_t, out, ahead, MaxBeside::new(&[])).0
-}
-
-/// [`exp_shifted_ahead`] that also takes the max of `beside`'s row; returns
-/// the sum and that max.
-#[inline(always)]
-fn exp_shifted_beside<V: Vector, const A: usize, const NEXT: bool>(
+fn exp_shifted_ahead<V: Vector, const A: usize, const NEXT: bool>(
     x: &[V::T],
     m: V::T,
     inv_t: V::T,
@@ -511,27 +508,7 @@ where
     )
 }
 
-/// Softmax of one row in one call: max; exp and sum, prefetching the next
-/// row for the next call's max pass; scale. `forward::softmax_row_by_parts`
-/// is the same algorithm pass by pass.
-#[inline(always)]
-pub(crate) fn softmax_row<V: Vector>(x: &[V::T], inv_t: V::T, out: &mut [V::T])
-where
-    V::T: ExpConsts,
-{
-    let m = row_max::<V>(x);
-    if m == V::T::NEG_INF {
-        out.fill(V::T::ZERO);
-        return;
-    }
-    let ahead = Ahead {
-        rows: [next_row(x), next_row(out)],
-    };
-    let sum = exp_shifted_ahead::<V, 2>(x, m, inv_t, out, ahead);
-    scale::<V>(out, V::T::narrow(1.0 / sum));
-}
-
-/// [`softmax_row`] for outputs past the cache: the exps go to the scratch
+/// [`softmax_rows`] of one row for outputs past the cache: the exps go to the scratch
 /// row `e`, then the scaled row is streamed to `out`.
 #[inline(always)]
 pub(crate) fn softmax_row_streamed<V: Vector>(
@@ -550,99 +527,128 @@ pub(crate) fn softmax_row_streamed<V: Vector>(
     let ahead = Ahead {
         rows: [next_row(x)],
     };
-    let sum = exp_shifted_ahead::<V, 1>(x, m, inv_t, e, ahead);
+    let (sum, _) = exp_shifted_ahead::<V, 1, false>(x, m, inv_t, e, ahead, MaxBeside::new(&[]));
     scaled_stream::<V>(e, V::T::narrow(1.0 / sum), out);
 }
 
-/// Softmax of each row of `x` (rows of `k` values, `out` alike). Each
-/// row's exp pass also takes the max of the next row (see [`MaxBeside`]),
-/// so only the first row has a max pass, and it prefetches the next
-/// output row, whose stores would otherwise wait for read-for-ownership.
+/// The passes of one row of a pipelined batch ([`pipelined_rows`]).
+trait RowPasses<V: Vector> {
+    /// The output of a fully masked row.
+    fn masked(&self) -> V::T;
+    /// All passes of row `x` (max `m`, not fully masked) into `out`, with
+    /// `beside` taking the next row's max, which it returns.
+    fn run<const NEXT: bool>(
+        &self,
+        x: &[V::T],
+        m: V::T,
+        out: &mut [V::T],
+        beside: MaxBeside<'_, V, NEXT>,
+    ) -> V::T;
+}
+
+/// Runs `passes` over each `k`-value row of `x` into `out`. Each row's
+/// passes also take the max of the next row (see [`MaxBeside`]), so only
+/// the first row has a max pass of its own.
+#[inline(always)]
+fn pipelined_rows<V: Vector>(x: &[V::T], k: usize, out: &mut [V::T], passes: impl RowPasses<V>) {
+    let Some(first) = x.get(..k).filter(|_| k > 0) else {
+        return;
+    };
+    let mut m = row_max::<V>(first);
+    for (i, (xr, or)) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)).enumerate() {
+        let next = x.get((i + 1) * k..(i + 2) * k);
+        m = if m == V::T::NEG_INF {
+            or.fill(passes.masked());
+            next.map_or(V::T::NEG_INF, row_max::<V>)
+        } else {
+            match next {
+                Some(n) => passes.run::<true>(xr, m, or, MaxBeside::new(n)),
+                None => passes.run::<false>(xr, m, or, MaxBeside::new(&[])),
+            }
+        };
+    }
+}
+
+/// Softmax: exp + store + sum, prefetching the next output row (whose
+/// stores would otherwise wait for read-for-ownership), then scale.
+struct SoftmaxPasses<T> {
+    inv_t: T,
+}
+
+impl<V: Vector> RowPasses<V> for SoftmaxPasses<V::T>
+where
+    V::T: ExpConsts,
+{
+    #[inline(always)]
+    fn masked(&self) -> V::T {
+        V::T::ZERO
+    }
+
+    #[inline(always)]
+    fn run<const NEXT: bool>(
+        &self,
+        x: &[V::T],
+        m: V::T,
+        out: &mut [V::T],
+        beside: MaxBeside<'_, V, NEXT>,
+    ) -> V::T {
+        let ahead = Ahead {
+            rows: [next_row(out)],
+        };
+        let (sum, next_m) = exp_shifted_ahead::<V, 1, NEXT>(x, m, self.inv_t, out, ahead, beside);
+        scale::<V>(out, V::T::narrow(1.0 / sum));
+        next_m
+    }
+}
+
+/// Log-softmax: the sum of exps, prefetching the row's own output for the
+/// store-only last pass, then `(x - m)·inv_t - log Σ`.
+struct LogSoftmaxPasses<T> {
+    inv_t: T,
+}
+
+impl<V: Vector> RowPasses<V> for LogSoftmaxPasses<V::T>
+where
+    V::T: ExpConsts,
+{
+    #[inline(always)]
+    fn masked(&self) -> V::T {
+        V::T::NEG_INF
+    }
+
+    #[inline(always)]
+    fn run<const NEXT: bool>(
+        &self,
+        x: &[V::T],
+        m: V::T,
+        out: &mut [V::T],
+        beside: MaxBeside<'_, V, NEXT>,
+    ) -> V::T {
+        let ahead = Ahead {
+            rows: [own_row(out)],
+        };
+        let (sum, next_m) = sum_exp_shifted_ahead::<V, 1, NEXT>(x, m, self.inv_t, ahead, beside);
+        log_shifted::<V>(x, m, self.inv_t, V::T::narrow(sum.ln()), out);
+        next_m
+    }
+}
+
+/// Softmax of each row of `x` (rows of `k` values, `out` alike).
 #[inline(always)]
 pub(crate) fn softmax_rows<V: Vector>(x: &[V::T], k: usize, inv_t: V::T, out: &mut [V::T])
 where
     V::T: ExpConsts,
 {
-    let Some(first) = x.get(..k).filter(|_| k > 0) else {
-        return;
-    };
-    let mut m = row_max::<V>(first);
-    for (i, (xr, or)) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)).enumerate() {
-        let next = x.get((i + 1) * k..(i + 2) * k);
-        if m == V::T::NEG_INF {
-            or.fill(V::T::ZERO);
-            m = next.map_or(V::T::NEG_INF, row_max::<V>);
-            continue;
-        }
-        let ahead = Ahead {
-            rows: [next_row(or)],
-        };
-        let (sum, next_m) = match next {
-            Some(n) => exp_shifted_beside::<V, 1, true>(xr, m, inv_t, or, ahead, MaxBeside::new(n)),
-            None => exp_shifted_beside::<V, 1, false>(xr, m, inv_t, or, ahead, MaxBeside::new(&[])),
-        };
-        scale::<V>(or, V::T::narrow(1.0 / sum));
-        m = next_m;
-    }
+    pipelined_rows::<V>(x, k, out, SoftmaxPasses { inv_t });
 }
 
-/// Log-softmax of each row, pipelined as [`softmax_rows`]; the sum pass
-/// prefetches the row's own output for the store-only last pass.
+/// Log-softmax of each row of `x`.
 #[inline(always)]
 pub(crate) fn log_softmax_rows<V: Vector>(x: &[V::T], k: usize, inv_t: V::T, out: &mut [V::T])
 where
     V::T: ExpConsts,
 {
-    let Some(first) = x.get(..k).filter(|_| k > 0) else {
-        return;
-    };
-    let mut m = row_max::<V>(first);
-    for (i, (xr, or)) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)).enumerate() {
-        let next = x.get((i + 1) * k..(i + 2) * k);
-        if m == V::T::NEG_INF {
-            or.fill(V::T::NEG_INF);
-            m = next.map_or(V::T::NEG_INF, row_max::<V>);
-            continue;
-        }
-        let own = if std::mem::size_of_val(or) <= AHEAD_MAX_BYTES {
-            or.as_ptr()
-        } else {
-            std::ptr::null()
-        };
-        let ahead = Ahead { rows: [own] };
-        let (sum, next_m) = match next {
-            Some(n) => sum_exp_shifted_ahead::<V, 1, true>(xr, m, inv_t, ahead, MaxBeside::new(n)),
-            None => sum_exp_shifted_ahead::<V, 1, false>(xr, m, inv_t, ahead, MaxBeside::new(&[])),
-        };
-        log_shifted::<V>(xr, m, inv_t, V::T::narrow(sum.ln()), or);
-        m = next_m;
-    }
-}
-
-/// Log-softmax of one row in one call: max; the sum of exps, prefetching
-/// the next row and this row's output (so that the last pass, which only
-/// stores, finds its lines in L1); `(x - m)·inv_t - log Σ`.
-#[inline(always)]
-pub(crate) fn log_softmax_row<V: Vector>(x: &[V::T], inv_t: V::T, out: &mut [V::T])
-where
-    V::T: ExpConsts,
-{
-    let m = row_max::<V>(x);
-    if m == V::T::NEG_INF {
-        out.fill(V::T::NEG_INF);
-        return;
-    }
-    let own = if std::mem::size_of_val(out) <= AHEAD_MAX_BYTES {
-        out.as_ptr()
-    } else {
-        std::ptr::null()
-    };
-    let ahead = Ahead {
-        rows: [next_row(x), own],
-    };
-    let (sum, _) = sum_exp_shifted_ahead::<V, 2, false>(x, m, inv_t, ahead, MaxBeside::new(&[]));
-    let lse = V::T::narrow(sum.ln());
-    log_shifted::<V>(x, m, inv_t, lse, out);
+    pipelined_rows::<V>(x, k, out, LogSoftmaxPasses { inv_t });
 }
 
 /// Sums `f(a_i, b_i)` over two rows of equal length; tail lanes past the
