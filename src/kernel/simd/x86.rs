@@ -90,6 +90,34 @@ macro_rules! arith {
     };
 }
 
+/// `load_part`/`store_part` through AVX-512 masked moves: `$n` lanes of
+/// `$t`, a `$mask` lane mask built in `$wide` (one bit wider, so 1 << $n fits).
+macro_rules! masked_part {
+    ($t:ty, $n:expr, $mask:ty, $wide:expr, $load:ident, $store:ident) => {
+        #[inline(always)]
+        fn load_part(src: &[$t], fill: $t) -> Self {
+            // Most rows have no tail; a masked access costs more than a branch.
+            if src.is_empty() {
+                return Self::splat(fill);
+            }
+            let mask = ($wide << src.len().min($n)).wrapping_sub(1) as $mask;
+            // SAFETY: only the lanes in `mask`, the first `src.len()` values,
+            // are read; masked-off lanes are never accessed (nor can fault).
+            Self(unsafe { $load(Self::splat(fill).0, mask, src.as_ptr()) })
+        }
+        #[inline(always)]
+        fn store_part(self, dst: &mut [$t]) {
+            if dst.is_empty() {
+                return;
+            }
+            let mask = ($wide << dst.len().min($n)).wrapping_sub(1) as $mask;
+            // SAFETY: only the lanes in `mask`, the first `dst.len()` values,
+            // are written.
+            unsafe { $store(dst.as_mut_ptr(), mask, self.0) }
+        }
+    };
+}
+
 /// Lane reductions through an array, halving pairwise (a tree, so the
 /// latency before the next pass can start is log2(lanes) steps, not lanes).
 macro_rules! reduce_by_halves {
@@ -149,27 +177,14 @@ impl Vector for F32x16 {
     fn store(self, dst: &mut [f32]) {
         store!(self.0, dst, 16, f32, _mm512_storeu_ps)
     }
-    #[inline(always)]
-    fn load_part(src: &[f32], fill: f32) -> Self {
-        // Most rows have no tail; a masked access costs more than a branch.
-        if src.is_empty() {
-            return Self::splat(fill);
-        }
-        let mask = (1u32 << src.len().min(16)).wrapping_sub(1) as u16;
-        // SAFETY: only the lanes in `mask`, the first `src.len()` values,
-        // are read; masked-off lanes are never accessed (nor can fault).
-        Self(unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(fill), mask, src.as_ptr()) })
-    }
-    #[inline(always)]
-    fn store_part(self, dst: &mut [f32]) {
-        if dst.is_empty() {
-            return;
-        }
-        let mask = (1u32 << dst.len().min(16)).wrapping_sub(1) as u16;
-        // SAFETY: only the lanes in `mask`, the first `dst.len()` values,
-        // are written.
-        unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, self.0) }
-    }
+    masked_part!(
+        f32,
+        16,
+        u16,
+        1u32,
+        _mm512_mask_loadu_ps,
+        _mm512_mask_storeu_ps
+    );
     #[inline(always)]
     fn stream(self, dst: &mut [f32]) {
         match dst.get_mut(..16) {
@@ -261,27 +276,14 @@ impl Vector for F64x8 {
     fn store(self, dst: &mut [f64]) {
         store!(self.0, dst, 8, f64, _mm512_storeu_pd)
     }
-    #[inline(always)]
-    fn load_part(src: &[f64], fill: f64) -> Self {
-        // Most rows have no tail; a masked access costs more than a branch.
-        if src.is_empty() {
-            return Self::splat(fill);
-        }
-        let mask = (1u16 << src.len().min(8)).wrapping_sub(1) as u8;
-        // SAFETY: only the lanes in `mask`, the first `src.len()` values,
-        // are read; masked-off lanes are never accessed (nor can fault).
-        Self(unsafe { _mm512_mask_loadu_pd(_mm512_set1_pd(fill), mask, src.as_ptr()) })
-    }
-    #[inline(always)]
-    fn store_part(self, dst: &mut [f64]) {
-        if dst.is_empty() {
-            return;
-        }
-        let mask = (1u16 << dst.len().min(8)).wrapping_sub(1) as u8;
-        // SAFETY: only the lanes in `mask`, the first `dst.len()` values,
-        // are written.
-        unsafe { _mm512_mask_storeu_pd(dst.as_mut_ptr(), mask, self.0) }
-    }
+    masked_part!(
+        f64,
+        8,
+        u8,
+        1u16,
+        _mm512_mask_loadu_pd,
+        _mm512_mask_storeu_pd
+    );
     #[inline(always)]
     fn stream(self, dst: &mut [f64]) {
         match dst.get_mut(..8) {
