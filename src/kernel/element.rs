@@ -45,6 +45,12 @@ pub trait Element: Float + Debug + Default + Send + Sync + 'static {
         super::forward::log_softmax_rows_by_row(x, k, inv_t, out)
     }
 
+    /// Whether every value of `x` is finite, or `-inf` too when
+    /// `neg_inf_ok` (a masked logit): false on any NaN or `+inf`.
+    fn all_finite(x: &[Self], neg_inf_ok: bool) -> bool {
+        super::finite::all_finite_by_blocks(x, neg_inf_ok)
+    }
+
     fn row_max(x: &[Self]) -> Self {
         x.iter().fold(Self::neg_infinity(), |m, &v| m.max(v))
     }

@@ -11,6 +11,8 @@ mod cross_entropy;
 #[forbid(unsafe_code)]
 mod element;
 #[forbid(unsafe_code)]
+mod finite;
+#[forbid(unsafe_code)]
 mod forward;
 #[forbid(unsafe_code)]
 mod jacobian;

@@ -387,7 +387,54 @@ pub fn spread(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
 
 /// Every operation, both dtypes, rows of many lengths (vector body plus
 /// every tail length) against the reference: for the per-level test files.
+/// `Element::all_finite` against its definition, for both dtypes, every
+/// row length up to 70 (every tail length of every vector width) and 1000,
+/// with each kind of value at each position.
+pub fn check_all_finite() {
+    check_all_finite_of::<f32>();
+    check_all_finite_of::<f64>();
+}
+
+fn check_all_finite_of<F: Element>() {
+    let odd = [
+        f64::NAN,
+        -f64::NAN,
+        f64::INFINITY,
+        NEG_INF,
+        f64::MAX,
+        -f64::MAX,
+        1e-310,
+        -0.0,
+    ];
+    let lens = (0..=70).chain([1000]);
+    for (n, len) in lens.enumerate() {
+        let clean: Vec<F> = spread(len, n as u64, -80.0, 80.0)
+            .into_iter()
+            .map(F::of)
+            .collect();
+        for neg_inf_ok in [false, true] {
+            assert!(F::all_finite(&clean, neg_inf_ok), "clean row of {len}");
+        }
+        for at in 0..len {
+            for &v in &odd {
+                let mut x = clean.clone();
+                x[at] = F::of(v);
+                let v = x[at];
+                for neg_inf_ok in [false, true] {
+                    let want = v.is_finite() || (neg_inf_ok && v == F::neg_infinity());
+                    assert_eq!(
+                        F::all_finite(&x, neg_inf_ok),
+                        want,
+                        "{v:?} at {at} of {len}, neg_inf_ok {neg_inf_ok}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 pub fn check_all_ops() {
+    check_all_finite();
     let ks = [
         1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 100, 257, 1000,
     ];

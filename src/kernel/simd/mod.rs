@@ -12,6 +12,7 @@ mod vector;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+use super::finite::all_finite_by_blocks;
 use super::forward::{
     log_softmax_row_by_parts, log_softmax_rows_by_row, softmax_row_by_parts,
     softmax_row_streamed_by_parts, softmax_rows_by_row,
@@ -67,6 +68,10 @@ macro_rules! simd_element {
         impl Element for $t {
             fn of(v: f64) -> Self {
                 v as $t
+            }
+
+            fn all_finite(x: &[Self], neg_inf_ok: bool) -> bool {
+                simd!($t; V => vector::all_finite::<V>(x, neg_inf_ok); _fused => all_finite_by_blocks(x, neg_inf_ok))
             }
 
             fn row_max(x: &[Self]) -> Self {

@@ -313,6 +313,35 @@ pub(crate) fn row_max<V: Vector>(x: &[V::T]) -> V::T {
     a.max(b).reduce_max()
 }
 
+/// Whether every value is finite (or `-inf`, when `neg_inf_ok`), from one
+/// sum: `v - v` is 0 for a finite `v` and NaN for NaN and ±inf, and the lanes
+/// of negative `v` (so -inf) are zeroed first when -inf is allowed; NaN is
+/// never below 0, so it always reaches the sum, which is then NaN.
+#[inline(always)]
+pub(crate) fn all_finite<V: Vector>(x: &[V::T], neg_inf_ok: bool) -> bool {
+    let zero = V::splat(V::T::ZERO);
+    let total = if neg_inf_ok {
+        sum_map::<V, 0, false>(
+            x,
+            V::T::ZERO,
+            Ahead::none(),
+            MaxBeside::new(&[]),
+            #[inline(always)]
+            |v| v.sub(v).zero_where_below(v, zero),
+        )
+    } else {
+        sum_map::<V, 0, false>(
+            x,
+            V::T::ZERO,
+            Ahead::none(),
+            MaxBeside::new(&[]),
+            #[inline(always)]
+            |v| v.sub(v),
+        )
+    };
+    total.0 == 0.0
+}
+
 /// `(x - m) · inv_t` for one vector; the multiply is skipped at T = 1,
 /// the common case, as a separate instantiation rather than a branch.
 #[inline(always)]
