@@ -22,10 +22,11 @@ pub trait Element: Float + Debug + Default + Send + Sync + 'static {
         super::forward::softmax_row_by_parts(x, inv_t, out)
     }
 
-    /// One row of softmax with `e` as scratch and streaming stores into
-    /// `out`; by default [`super::forward::softmax_row_streamed_by_parts`].
-    fn softmax_row_streamed(x: &[Self], inv_t: Self, e: &mut [Self], out: &mut [Self]) {
-        super::forward::softmax_row_streamed_by_parts(x, inv_t, e, out)
+    /// Softmax of each `k`-value row of `x` with `e` (at least `k` values)
+    /// as scratch and streaming stores into `out`; by default
+    /// [`super::forward::softmax_rows_streamed_by_row`].
+    fn softmax_rows_streamed(x: &[Self], k: usize, inv_t: Self, e: &mut [Self], out: &mut [Self]) {
+        super::forward::softmax_rows_streamed_by_row(x, k, inv_t, e, out)
     }
 
     /// One row of log-softmax(x · inv_t) into `out`; by default

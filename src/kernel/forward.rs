@@ -1,7 +1,7 @@
 //! Forward pass: softmax and log-softmax over the last axis.
 
-use super::{check_same, for_rows, scratch_row, streams, Element, Exec, Form, KernelError};
-use ndarray::{ArrayView2, ArrayViewMut2, Zip};
+use super::{check_same, scratch_row, streams, Element, Exec, Form, KernelError};
+use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 /// Writes softmax(x · inv_t) (or log-softmax) of every row of `x` into `out`.
@@ -17,15 +17,6 @@ pub fn forward<F: Element>(
 ) -> Result<(), KernelError> {
     check_same("logits", &x, &out)?;
     check_same("output", &out, &x)?;
-    if streams::<F>(out.len()) && form == Form::Probs {
-        let zip = Zip::from(x.rows()).and(out.rows_mut());
-        for_rows!(exec, zip, |x, mut o| {
-            if let (Some(x), Some(o)) = (x.as_slice(), o.as_slice_mut()) {
-                softmax_row_streamed(x, inv_t, o);
-            }
-        });
-        return Ok(());
-    }
     let k = x.ncols();
     let (Some(xs), Some(os)) = (x.as_slice(), out.as_slice_mut()) else {
         return Err(KernelError::Layout("logits"));
@@ -33,7 +24,12 @@ pub fn forward<F: Element>(
     if k == 0 {
         return Ok(());
     }
+    let streamed = streams::<F>(os.len()) && form == Form::Probs;
     let rows = |x: &[F], o: &mut [F]| match form {
+        Form::Probs if streamed => {
+            let mut buf = Vec::new();
+            F::softmax_rows_streamed(x, k, inv_t, scratch_row(&mut buf, k), o)
+        }
         Form::Probs => F::softmax_rows(x, k, inv_t, o),
         Form::LogProbs => F::log_softmax_rows(x, k, inv_t, o),
     };
@@ -73,23 +69,29 @@ pub(crate) fn log_softmax_rows_by_row<F: Element>(x: &[F], k: usize, inv_t: F, o
     }
 }
 
-/// As [`softmax_row_by_parts`], for outputs too large for the cache: the
-/// exponentials go to a scratch row that stays in cache, and the scaled
-/// result is streamed to `out` once, so memory sees one read of `x` and one
-/// write of `out`, like a memcpy, instead of a read-for-ownership as well.
-fn softmax_row_streamed<F: Element>(x: &[F], inv_t: F, out: &mut [F]) {
-    let mut buf = Vec::new();
-    let e = scratch_row(&mut buf, x.len());
-    F::softmax_row_streamed(x, inv_t, e, out);
-}
-
-/// The passes of [`softmax_row_streamed`], with `e` the scratch row.
-pub(crate) fn softmax_row_streamed_by_parts<F: Element>(
+/// Softmax of each `k`-value row for outputs too large for the cache, one
+/// row at a time: the default of [`Element::softmax_rows_streamed`]. The
+/// exponentials go to the scratch row `e`, which stays in cache, and the
+/// scaled result is streamed to `out` once, so memory sees one read of `x`
+/// and one write of `out`, like a memcpy, instead of a read-for-ownership
+/// as well.
+pub(crate) fn softmax_rows_streamed_by_row<F: Element>(
     x: &[F],
+    k: usize,
     inv_t: F,
     e: &mut [F],
     out: &mut [F],
 ) {
+    if k > 0 {
+        let e = e.get_mut(..k).unwrap_or_default();
+        for (x, o) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)) {
+            softmax_row_streamed_by_parts(x, inv_t, e, o);
+        }
+    }
+}
+
+/// One row of [`softmax_rows_streamed_by_row`].
+fn softmax_row_streamed_by_parts<F: Element>(x: &[F], inv_t: F, e: &mut [F], out: &mut [F]) {
     let m = F::row_max(x);
     if m == F::neg_infinity() {
         out.fill(F::zero());

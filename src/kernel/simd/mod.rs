@@ -14,8 +14,8 @@ mod x86;
 
 use super::finite::all_finite_by_blocks;
 use super::forward::{
-    log_softmax_row_by_parts, log_softmax_rows_by_row, softmax_row_by_parts,
-    softmax_row_streamed_by_parts, softmax_rows_by_row,
+    log_softmax_row_by_parts, log_softmax_rows_by_row, softmax_row_by_parts, softmax_rows_by_row,
+    softmax_rows_streamed_by_row,
 };
 use super::Element;
 #[allow(unused_imports)]
@@ -90,8 +90,8 @@ macro_rules! simd_element {
                 simd!($t; V => vector::softmax_rows::<V>(x, x.len(), inv_t, out); _fused => softmax_row_by_parts(x, inv_t, out))
             }
 
-            fn softmax_row_streamed(x: &[Self], inv_t: Self, e: &mut [Self], out: &mut [Self]) {
-                simd!($t; V => vector::softmax_row_streamed::<V>(x, inv_t, e, out); _fused => softmax_row_streamed_by_parts(x, inv_t, e, out))
+            fn softmax_rows_streamed(x: &[Self], k: usize, inv_t: Self, e: &mut [Self], out: &mut [Self]) {
+                simd!($t; V => vector::softmax_rows_streamed::<V>(x, k, inv_t, e, out); _fused => softmax_rows_streamed_by_row(x, k, inv_t, e, out))
             }
 
             fn log_softmax_row(x: &[Self], inv_t: Self, out: &mut [Self]) {

@@ -277,6 +277,17 @@ fn next_row<T>(x: &[T]) -> *const T {
     }
 }
 
+/// The row after the one that follows `x`; null as [`own_row`].
+#[inline(always)]
+fn row_after_next<T>(x: &[T]) -> *const T {
+    let next = next_row(x);
+    if next.is_null() {
+        next
+    } else {
+        next.wrapping_add(x.len())
+    }
+}
+
 /// The row's full vectors and its tail (fewer than `LANES` values).
 #[inline(always)]
 fn split<V: Vector>(x: &[V::T]) -> (std::slice::ChunksExact<'_, V::T>, &[V::T]) {
@@ -537,27 +548,21 @@ where
     )
 }
 
-/// [`softmax_rows`] of one row for outputs past the cache: the exps go to the scratch
-/// row `e`, then the scaled row is streamed to `out`.
+/// [`softmax_rows`] for outputs past the cache: each row's exps go to the
+/// scratch row `e` (`k` values), then the scaled row is streamed to `out`.
+/// The next row's max is taken during the exp pass, so its loads from
+/// memory overlap the exp arithmetic.
 #[inline(always)]
-pub(crate) fn softmax_row_streamed<V: Vector>(
+pub(crate) fn softmax_rows_streamed<V: Vector>(
     x: &[V::T],
+    k: usize,
     inv_t: V::T,
     e: &mut [V::T],
     out: &mut [V::T],
 ) where
     V::T: ExpConsts,
 {
-    let m = row_max::<V>(x);
-    if m == V::T::NEG_INF {
-        out.fill(V::T::ZERO);
-        return;
-    }
-    let ahead = Ahead {
-        rows: [next_row(x)],
-    };
-    let (sum, _) = exp_shifted_ahead::<V, 1, false>(x, m, inv_t, e, ahead, MaxBeside::new(&[]));
-    scaled_stream::<V>(e, V::T::narrow(1.0 / sum), out);
+    pipelined_rows::<V>(x, k, out, StreamedSoftmaxPasses { inv_t, e });
 }
 
 /// The passes of one row of a pipelined batch ([`pipelined_rows`]).
@@ -567,7 +572,7 @@ trait RowPasses<V: Vector> {
     /// All passes of row `x` (max `m`, not fully masked) into `out`, with
     /// `beside` taking the next row's max, which it returns.
     fn run<const NEXT: bool>(
-        &self,
+        &mut self,
         x: &[V::T],
         m: V::T,
         out: &mut [V::T],
@@ -579,7 +584,12 @@ trait RowPasses<V: Vector> {
 /// passes also take the max of the next row (see [`MaxBeside`]), so only
 /// the first row has a max pass of its own.
 #[inline(always)]
-fn pipelined_rows<V: Vector>(x: &[V::T], k: usize, out: &mut [V::T], passes: impl RowPasses<V>) {
+fn pipelined_rows<V: Vector>(
+    x: &[V::T],
+    k: usize,
+    out: &mut [V::T],
+    mut passes: impl RowPasses<V>,
+) {
     let Some(first) = x.get(..k).filter(|_| k > 0) else {
         return;
     };
@@ -615,7 +625,7 @@ where
 
     #[inline(always)]
     fn run<const NEXT: bool>(
-        &self,
+        &mut self,
         x: &[V::T],
         m: V::T,
         out: &mut [V::T],
@@ -626,6 +636,43 @@ where
         };
         let (sum, next_m) = exp_shifted_ahead::<V, 1, NEXT>(x, m, self.inv_t, out, ahead, beside);
         scale::<V>(out, V::T::narrow(1.0 / sum));
+        next_m
+    }
+}
+
+/// Softmax past the cache: exp + sum into the scratch row `e` (a pass that
+/// reads only `x`, so the next row's max loads hide behind it), then the
+/// scaled row streamed to `out`, which is never read.
+struct StreamedSoftmaxPasses<'e, T> {
+    inv_t: T,
+    e: &'e mut [T],
+}
+
+impl<V: Vector> RowPasses<V> for StreamedSoftmaxPasses<'_, V::T>
+where
+    V::T: ExpConsts,
+{
+    #[inline(always)]
+    fn masked(&self) -> V::T {
+        V::T::ZERO
+    }
+
+    #[inline(always)]
+    fn run<const NEXT: bool>(
+        &mut self,
+        x: &[V::T],
+        m: V::T,
+        out: &mut [V::T],
+        beside: MaxBeside<'_, V, NEXT>,
+    ) -> V::T {
+        let e = self.e.get_mut(..x.len()).unwrap_or_default();
+        // The next row's own loads (its max) come during this pass; the row
+        // after it is prefetched, so that those loads find it in cache.
+        let ahead = Ahead {
+            rows: [row_after_next(x)],
+        };
+        let (sum, next_m) = exp_shifted_ahead::<V, 1, NEXT>(x, m, self.inv_t, e, ahead, beside);
+        scaled_stream::<V>(e, V::T::narrow(1.0 / sum), out);
         next_m
     }
 }
@@ -647,7 +694,7 @@ where
 
     #[inline(always)]
     fn run<const NEXT: bool>(
-        &self,
+        &mut self,
         x: &[V::T],
         m: V::T,
         out: &mut [V::T],
