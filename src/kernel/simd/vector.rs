@@ -369,13 +369,13 @@ pub(crate) fn exp_shifted<V: Vector>(x: &[V::T], m: V::T, inv_t: V::T, out: &mut
 where
     V::T: ExpConsts,
 {
-    exp_shifted_ahead::<V, 0, false>(x, m, inv_t, out, Ahead::none(), MaxBeside::new(&[])).0
+    exp_shifted_ahead::<V, 0, false, false>(x, m, inv_t, out, Ahead::none(), MaxBeside::new(&[])).0
 }
 
 /// [`exp_shifted`] that prefetches `ahead` and takes the max of `beside`'s
 /// row; returns the sum and that max.
 #[inline(always)]
-fn exp_shifted_ahead<V: Vector, const A: usize, const NEXT: bool>(
+fn exp_shifted_ahead<V: Vector, const A: usize, const NEXT: bool, const Z: bool>(
     x: &[V::T],
     m: V::T,
     inv_t: V::T,
@@ -387,9 +387,9 @@ where
     V::T: ExpConsts,
 {
     if inv_t == V::T::ONE {
-        exp_shifted_as::<V, false, A, NEXT>(x, m, inv_t, out, ahead, beside)
+        exp_shifted_as::<V, false, A, NEXT, Z>(x, m, inv_t, out, ahead, beside)
     } else {
-        exp_shifted_as::<V, true, A, NEXT>(x, m, inv_t, out, ahead, beside)
+        exp_shifted_as::<V, true, A, NEXT, Z>(x, m, inv_t, out, ahead, beside)
     }
 }
 
@@ -406,13 +406,20 @@ where
 {
     #[inline(always)]
     fn at(&self, x: V) -> V {
-        exp_below(shifted::<V, SCALED>(x, self.vm, self.vt))
+        exp_below(self.z(x))
+    }
+
+    /// The exponent, `(x - m) · inv_t`.
+    #[inline(always)]
+    fn z(&self, x: V) -> V {
+        shifted::<V, SCALED>(x, self.vm, self.vt)
     }
 }
 
-/// Lanes past the row's end are loaded as -inf, whose exp is 0.
+/// Lanes past the row's end are loaded as -inf, whose exp is 0. Stores the
+/// exps, or with `Z` their exponents `(x - m) · inv_t` (log-softmax).
 #[inline(always)]
-fn exp_shifted_as<V: Vector, const SCALED: bool, const A: usize, const NEXT: bool>(
+fn exp_shifted_as<V: Vector, const SCALED: bool, const A: usize, const NEXT: bool, const Z: bool>(
     x: &[V::T],
     m: V::T,
     inv_t: V::T,
@@ -432,19 +439,23 @@ where
         ahead.fetch::<V>(i);
         beside.step();
         let ((x0, x1), (o0, o1)) = (x.split_at(V::LANES), o.split_at_mut(V::LANES));
-        let (e0, e1) = (e.at(V::load(x0)), e.at(V::load(x1)));
-        e0.store(o0);
-        e1.store(o1);
+        let (z0, z1) = (e.z(V::load(x0)), e.z(V::load(x1)));
+        let (e0, e1) = (exp_below(z0), exp_below(z1));
+        let (s0, s1) = if Z { (z0, z1) } else { (e0, e1) };
+        s0.store(o0);
+        s1.store(o1);
         acc.add2(e0, e1);
     }
     let (x0, x1) = halves(xs.remainder(), V::LANES);
     let (o0, o1) = halves_mut(os.into_remainder(), V::LANES);
-    let (e0, e1) = (
-        e.at(V::load_part(x0, V::T::NEG_INF)),
-        e.at(V::load_part(x1, V::T::NEG_INF)),
+    let (z0, z1) = (
+        e.z(V::load_part(x0, V::T::NEG_INF)),
+        e.z(V::load_part(x1, V::T::NEG_INF)),
     );
-    e0.store_part(o0);
-    e1.store_part(o1);
+    let (e0, e1) = (exp_below(z0), exp_below(z1));
+    let (s0, s1) = if Z { (z0, z1) } else { (e0, e1) };
+    s0.store_part(o0);
+    s1.store_part(o1);
     acc.add2(e0, e1);
     (acc.finish(), beside.finish())
 }
@@ -632,9 +643,10 @@ where
         beside: MaxBeside<'_, V, NEXT>,
     ) -> V::T {
         let ahead = Ahead {
-            rows: [next_row(out)],
+            rows: [next_row(out), row_after_next(x)],
         };
-        let (sum, next_m) = exp_shifted_ahead::<V, 1, NEXT>(x, m, self.inv_t, out, ahead, beside);
+        let (sum, next_m) =
+            exp_shifted_ahead::<V, 2, NEXT, false>(x, m, self.inv_t, out, ahead, beside);
         scale::<V>(out, V::T::narrow(1.0 / sum));
         next_m
     }
@@ -671,14 +683,16 @@ where
         let ahead = Ahead {
             rows: [row_after_next(x)],
         };
-        let (sum, next_m) = exp_shifted_ahead::<V, 1, NEXT>(x, m, self.inv_t, e, ahead, beside);
+        let (sum, next_m) =
+            exp_shifted_ahead::<V, 1, NEXT, false>(x, m, self.inv_t, e, ahead, beside);
         scaled_stream::<V>(e, V::T::narrow(1.0 / sum), out);
         next_m
     }
 }
 
-/// Log-softmax: the sum of exps, prefetching the row's own output for the
-/// store-only last pass, then `(x - m)·inv_t - log Σ`.
+/// Log-softmax: the exponents `(x - m)·inv_t` stored and their exps
+/// summed in one pass (its stores ride along the exp arithmetic, as in
+/// softmax), then `- log Σ` in place.
 struct LogSoftmaxPasses<T> {
     inv_t: T,
 }
@@ -701,10 +715,11 @@ where
         beside: MaxBeside<'_, V, NEXT>,
     ) -> V::T {
         let ahead = Ahead {
-            rows: [own_row(out)],
+            rows: [next_row(out), row_after_next(x)],
         };
-        let (sum, next_m) = sum_exp_shifted_ahead::<V, 1, NEXT>(x, m, self.inv_t, ahead, beside);
-        log_shifted::<V>(x, m, self.inv_t, V::T::narrow(sum.ln()), out);
+        let (sum, next_m) =
+            exp_shifted_ahead::<V, 2, NEXT, true>(x, m, self.inv_t, out, ahead, beside);
+        minus::<V>(out, V::T::narrow(sum.ln()));
         next_m
     }
 }
@@ -842,6 +857,17 @@ pub(crate) fn log_shifted<V: Vector>(
         #[inline(always)]
         |x| x.sub(vm).mul(vt).sub(vl),
     );
+}
+
+/// `out_i -= c`, in place.
+#[inline(always)]
+fn minus<V: Vector>(out: &mut [V::T], c: V::T) {
+    let vc = V::splat(c);
+    let (os, ot) = split_mut::<V>(out);
+    for o in os {
+        V::load(o).sub(vc).store(o);
+    }
+    V::load_part(ot, V::T::ZERO).sub(vc).store_part(ot);
 }
 
 #[inline(always)]
