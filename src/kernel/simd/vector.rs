@@ -619,19 +619,26 @@ fn pipelined_rows<V: Vector>(
     }
 }
 
-/// Softmax: exp + store + sum, prefetching the next output row (whose
-/// stores would otherwise wait for read-for-ownership), then scale.
-struct SoftmaxPasses<T> {
+/// Softmax (`LOG` false) or log-softmax over rows in cache: one pass that
+/// stores the exps (log: their exponents `(x - m)·inv_t`) and sums the
+/// exps, prefetching the next output row (whose stores would otherwise wait
+/// for read-for-ownership) and the x row after the next one; then a pass
+/// over the row still in L1: scale by 1/Σ (log: subtract log Σ).
+struct CachedPasses<T, const LOG: bool> {
     inv_t: T,
 }
 
-impl<V: Vector> RowPasses<V> for SoftmaxPasses<V::T>
+impl<V: Vector, const LOG: bool> RowPasses<V> for CachedPasses<V::T, LOG>
 where
     V::T: ExpConsts,
 {
     #[inline(always)]
     fn masked(&self) -> V::T {
-        V::T::ZERO
+        if LOG {
+            V::T::NEG_INF
+        } else {
+            V::T::ZERO
+        }
     }
 
     #[inline(always)]
@@ -646,8 +653,12 @@ where
             rows: [next_row(out), row_after_next(x)],
         };
         let (sum, next_m) =
-            exp_shifted_ahead::<V, 2, NEXT, false>(x, m, self.inv_t, out, ahead, beside);
-        scale::<V>(out, V::T::narrow(1.0 / sum));
+            exp_shifted_ahead::<V, 2, NEXT, LOG>(x, m, self.inv_t, out, ahead, beside);
+        if LOG {
+            minus::<V>(out, V::T::narrow(sum.ln()));
+        } else {
+            scale::<V>(out, V::T::narrow(1.0 / sum));
+        }
         next_m
     }
 }
@@ -690,47 +701,13 @@ where
     }
 }
 
-/// Log-softmax: the exponents `(x - m)·inv_t` stored and their exps
-/// summed in one pass (its stores ride along the exp arithmetic, as in
-/// softmax), then `- log Σ` in place.
-struct LogSoftmaxPasses<T> {
-    inv_t: T,
-}
-
-impl<V: Vector> RowPasses<V> for LogSoftmaxPasses<V::T>
-where
-    V::T: ExpConsts,
-{
-    #[inline(always)]
-    fn masked(&self) -> V::T {
-        V::T::NEG_INF
-    }
-
-    #[inline(always)]
-    fn run<const NEXT: bool>(
-        &mut self,
-        x: &[V::T],
-        m: V::T,
-        out: &mut [V::T],
-        beside: MaxBeside<'_, V, NEXT>,
-    ) -> V::T {
-        let ahead = Ahead {
-            rows: [next_row(out), row_after_next(x)],
-        };
-        let (sum, next_m) =
-            exp_shifted_ahead::<V, 2, NEXT, true>(x, m, self.inv_t, out, ahead, beside);
-        minus::<V>(out, V::T::narrow(sum.ln()));
-        next_m
-    }
-}
-
 /// Softmax of each row of `x` (rows of `k` values, `out` alike).
 #[inline(always)]
 pub(crate) fn softmax_rows<V: Vector>(x: &[V::T], k: usize, inv_t: V::T, out: &mut [V::T])
 where
     V::T: ExpConsts,
 {
-    pipelined_rows::<V>(x, k, out, SoftmaxPasses { inv_t });
+    pipelined_rows::<V>(x, k, out, CachedPasses::<_, false> { inv_t });
 }
 
 /// Log-softmax of each row of `x`.
@@ -739,7 +716,7 @@ pub(crate) fn log_softmax_rows<V: Vector>(x: &[V::T], k: usize, inv_t: V::T, out
 where
     V::T: ExpConsts,
 {
-    pipelined_rows::<V>(x, k, out, LogSoftmaxPasses { inv_t });
+    pipelined_rows::<V>(x, k, out, CachedPasses::<_, true> { inv_t });
 }
 
 /// Sums `f(a_i, b_i)` over two rows of equal length; tail lanes past the
