@@ -295,6 +295,16 @@ async fn bad_values_far_into_large_raw_tensors_name_their_position() {
             &want,
         )
         .await;
+        // With a second bad value some blocks earlier, that one is named,
+        // whatever order the blocks are computed in.
+        v[1_234] = f64::INFINITY;
+        expect_forward(
+            &mut c,
+            fwd(tensor(&[64, 1000], &v, kind)),
+            Code::InvalidArgument,
+            "logits: +inf at flat index 1234",
+        )
+        .await;
         let mut g = vec![0.25; 64_000];
         g[at - 1] = f64::INFINITY;
         let req = BackwardRequest {

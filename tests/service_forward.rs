@@ -151,3 +151,47 @@ async fn large_request_runs_on_the_pool_and_matches() {
     close(&got, &per_row(&x, k, |r| softmax(r, 1.0)), 2e-6);
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn raw_results_over_many_blocks_match_at_every_field_alignment() {
+    // Raw results are written over the request's own bytes, shifted to
+    // alignment, block by block from the end. Each leading 1 in the shape
+    // moves the field one byte along the message, so these shapes put the
+    // values at every offset modulo 8; the pool server splits the rows into
+    // 1 MiB blocks, the inline one into 64 KiB blocks.
+    let mut config = softmaxd::server::Config::for_tests();
+    config.parallel_threshold = 200_000;
+    let pool = TestServer::start_with(config).await;
+    let inline = TestServer::start().await;
+    for server in [&inline, &pool] {
+        let mut client = server.client().await;
+        for kind in [Kind::F32Raw, Kind::F64Raw] {
+            for ones in 0..8 {
+                let (rows, k) = (300u32, 1000usize);
+                let mut shape = vec![1u32; ones];
+                shape.extend([rows, k as u32]);
+                let x = kind.round(&values(rows as usize * k, ones as u64 + 3, -30.0, 30.0));
+                for log in [false, true] {
+                    let resp = client
+                        .forward(ForwardRequest {
+                            logits: Some(tensor(&shape, &x, kind)),
+                            temperature: None,
+                            log,
+                        })
+                        .await
+                        .unwrap_or_else(|s| panic!("{kind:?} {shape:?}: {s}"))
+                        .into_inner();
+                    let got = expect(resp.output, &shape, kind);
+                    let want = if log {
+                        per_row(&x, k, |r| log_softmax(r, 1.0))
+                    } else {
+                        per_row(&x, k, |r| softmax(r, 1.0))
+                    };
+                    close(&got, &want, kind.tol());
+                }
+            }
+        }
+    }
+    inline.stop().await.unwrap();
+    pool.stop().await.unwrap();
+}

@@ -1,10 +1,10 @@
 //! Backward: the vector-Jacobian product from the Forward output or logits.
 
-use super::run::in_blocks;
+use super::run::{in_blocks, in_blocks_from_end};
 use super::tensor::{decode, decode_same, to_tensor, Decoded, Input, Wire};
 use super::validate::{check_block, check_values, inv_temperature, Allow};
 use super::{call::Call, Error, Softmax};
-use crate::kernel::{self, Form};
+use crate::kernel::{self, Exec, Form};
 use crate::proto::v1::{BackwardRequest, BackwardResponse, Tensor};
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
@@ -84,6 +84,24 @@ impl Softmax {
         let _budget = self.reserve(3 * x.len() * std::mem::size_of::<F>())?;
         let allow = primary_allows(from, form);
         self.run(x.len(), move |exec, cancel| {
+            let mut x = x;
+            if let Some(mut reused) = x.take_reused() {
+                // The results go over the primary tensor's request bytes.
+                let (mut xs, mut gs) = (Vec::new(), Vec::new());
+                in_blocks_from_end(x.rows, x.k, exec, cancel, |r, compute| {
+                    let span = r.start * x.k..r.end * x.k;
+                    let (xb, ob) = reused.block(span, &mut xs)?;
+                    let gb = g.block(r.clone(), &mut gs)?;
+                    check_block(x.field, xb, r.start * x.k, allow)?;
+                    check_block(g.field, gb, r.start * x.k, Allow::FiniteOnly)?;
+                    if compute {
+                        let ob = ArrayViewMut2::from_shape((r.len(), x.k), ob)?;
+                        backward_block(from, xb, gb, ob, inv_t, form, exec)?;
+                    }
+                    Ok(())
+                })?;
+                return Ok(reused.into_tensor(x.wire_dims()));
+            }
             let mut out = F::pool().take(x.len());
             let mut ov = ArrayViewMut2::from_shape((x.rows, x.k), &mut out)?;
             let (mut xs, mut gs) = (Vec::new(), Vec::new());
@@ -93,17 +111,30 @@ impl Softmax {
                 let (xb, gb) = (x.block(r.clone(), &mut xs)?, g.block(r.clone(), &mut gs)?);
                 check_block(x.field, xb, r.start * x.k, allow)?;
                 check_block(g.field, gb, r.start * x.k, Allow::FiniteOnly)?;
-                let xb = ArrayView2::from_shape((r.len(), x.k), xb)?;
-                let gb = ArrayView2::from_shape((r.len(), x.k), gb)?;
                 let ob = ov.slice_axis_mut(Axis(0), r.into());
-                match from {
-                    From::Output => kernel::backward(xb, gb, ob, inv_t, form, exec)?,
-                    From::Logits => kernel::backward_from_logits(xb, gb, ob, inv_t, form, exec)?,
-                }
-                Ok(())
+                backward_block(from, xb, gb, ob, inv_t, form, exec)
             })?;
             Ok(to_tensor(x.wire_dims(), out, x.encoding))
         })
         .await
     }
+}
+
+/// The vector-Jacobian product of one block of rows, shaped as `out`.
+fn backward_block<F: Wire>(
+    from: From,
+    x: &[F],
+    g: &[F],
+    out: ArrayViewMut2<'_, F>,
+    inv_t: F,
+    form: Form,
+    exec: Exec,
+) -> Result<(), Error> {
+    let x = ArrayView2::from_shape(out.dim(), x)?;
+    let g = ArrayView2::from_shape(out.dim(), g)?;
+    match from {
+        From::Output => kernel::backward(x, g, out, inv_t, form, exec)?,
+        From::Logits => kernel::backward_from_logits(x, g, out, inv_t, form, exec)?,
+    }
+    Ok(())
 }

@@ -10,6 +10,7 @@ mod error;
 mod forward;
 mod handlers;
 mod jacobian;
+mod reuse;
 mod run;
 pub mod tensor;
 mod validate;

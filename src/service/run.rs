@@ -45,23 +45,59 @@ pub(super) fn in_blocks(
     per_row: usize,
     exec: Exec,
     cancel: &Cancel,
-    mut f: impl FnMut(Range<usize>) -> Result<(), Error>,
+    f: impl FnMut(Range<usize>) -> Result<(), Error>,
 ) -> Result<(), Error> {
+    each(blocks(rows, per_row, exec), cancel, f)
+}
+
+/// [`in_blocks`] from the last block to the first, for results written
+/// over inputs a little higher up the same buffer. `f(rows, compute)`
+/// checks a block and computes it only while `compute` (no block after it
+/// has failed); every block is still checked, and the error returned is the
+/// lowest failing block's, so it names the same bad value as `in_blocks`.
+pub(super) fn in_blocks_from_end(
+    rows: usize,
+    per_row: usize,
+    exec: Exec,
+    cancel: &Cancel,
+    mut f: impl FnMut(Range<usize>, bool) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut lowest = None;
+    each(blocks(rows, per_row, exec).rev(), cancel, |r| {
+        if let Err(e) = f(r, lowest.is_none()) {
+            lowest = Some(e);
+        }
+        Ok(())
+    })?;
+    lowest.map_or(Ok(()), Err)
+}
+
+/// The row blocks of `rows`, in order.
+fn blocks(
+    rows: usize,
+    per_row: usize,
+    exec: Exec,
+) -> impl DoubleEndedIterator<Item = Range<usize>> {
     let block = match exec {
         Exec::Inline => INLINE_BLOCK_ELEMENTS,
         Exec::Pool => POOL_BLOCK_ELEMENTS,
     };
     let step = (block / per_row.max(1)).max(1);
-    let mut start = 0;
-    while start < rows {
+    (0..rows.div_ceil(step)).map(move |i| i * step..rows.min((i + 1) * step))
+}
+
+fn each(
+    blocks: impl Iterator<Item = Range<usize>>,
+    cancel: &Cancel,
+    mut f: impl FnMut(Range<usize>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    for r in blocks {
         if cancel.is_set() {
             return Err(Error::Cancelled(
                 "the call was cancelled or its deadline passed; work stopped".into(),
             ));
         }
-        let end = rows.min(start.saturating_add(step));
-        f(start..end)?;
-        start = end;
+        f(r)?;
     }
     Ok(())
 }

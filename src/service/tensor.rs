@@ -3,6 +3,7 @@
 
 use super::buffers::Pool;
 use super::error::Error;
+use super::reuse::Reused;
 use crate::kernel::Element;
 use crate::proto::v1::Tensor;
 use bytes::Bytes;
@@ -115,6 +116,25 @@ impl<F: Wire> Input<F> {
         self
     }
 
+    /// The raw request bytes, taken to write the results over (see
+    /// [`Reused`]) when nothing else holds them; the input then holds no
+    /// values.
+    pub(super) fn take_reused(&mut self) -> Option<Reused<F>> {
+        let (Buf::Shared(raw) | Buf::Unaligned(raw)) = &mut self.buf else {
+            return None;
+        };
+        match Reused::take(std::mem::take(raw)) {
+            Ok(reused) => {
+                self.buf = Buf::Owned(Vec::new());
+                Some(reused)
+            }
+            Err(back) => {
+                *raw = back;
+                None
+            }
+        }
+    }
+
     /// Number of values.
     pub fn len(&self) -> usize {
         self.rows * self.k
@@ -165,7 +185,18 @@ pub trait Wire: Element + bytemuck::Pod {
     fn take(t: &mut Tensor) -> (Vec<Self>, Bytes);
 
     /// Puts values into a tensor in the given encoding, without copying.
-    fn put(t: &mut Tensor, values: Vec<Self>, encoding: Encoding);
+    fn put(t: &mut Tensor, values: Vec<Self>, encoding: Encoding) {
+        match encoding {
+            Encoding::Typed => *Self::typed(t) = values,
+            Encoding::Raw => Self::put_le(t, le_bytes(values)),
+        }
+    }
+
+    /// The typed value field of this type.
+    fn typed(t: &mut Tensor) -> &mut Vec<Self>;
+
+    /// Puts little-endian bytes into the raw value field of this type.
+    fn put_le(t: &mut Tensor, raw: Bytes);
 
     /// Wraps an input of this type as a `Decoded`.
     fn wrap(input: Input<Self>) -> Decoded;
@@ -184,11 +215,12 @@ impl Wire for f32 {
         (std::mem::take(&mut t.f32), std::mem::take(&mut t.f32_le))
     }
 
-    fn put(t: &mut Tensor, values: Vec<Self>, encoding: Encoding) {
-        match encoding {
-            Encoding::Typed => t.f32 = values,
-            Encoding::Raw => t.f32_le = le_bytes(values),
-        }
+    fn typed(t: &mut Tensor) -> &mut Vec<Self> {
+        &mut t.f32
+    }
+
+    fn put_le(t: &mut Tensor, raw: Bytes) {
+        t.f32_le = raw;
     }
 
     fn wrap(input: Input<Self>) -> Decoded {
@@ -207,11 +239,12 @@ impl Wire for f64 {
         (std::mem::take(&mut t.f64), std::mem::take(&mut t.f64_le))
     }
 
-    fn put(t: &mut Tensor, values: Vec<Self>, encoding: Encoding) {
-        match encoding {
-            Encoding::Typed => t.f64 = values,
-            Encoding::Raw => t.f64_le = le_bytes(values),
-        }
+    fn typed(t: &mut Tensor) -> &mut Vec<Self> {
+        &mut t.f64
+    }
+
+    fn put_le(t: &mut Tensor, raw: Bytes) {
+        t.f64_le = raw;
     }
 
     fn wrap(input: Input<Self>) -> Decoded {
@@ -412,7 +445,7 @@ fn cast<F: Wire>(raw: &Bytes) -> Result<&[F], Error> {
 }
 
 /// Little-endian bytes into values of the same total size.
-fn copy_le<F: Wire>(raw: &[u8], out: &mut [F]) {
+pub(super) fn copy_le<F: Wire>(raw: &[u8], out: &mut [F]) {
     let dst: &mut [u8] = bytemuck::cast_slice_mut(out);
     let n = dst.len().min(raw.len());
     if let (Some(d), Some(r)) = (dst.get_mut(..n), raw.get(..n)) {
