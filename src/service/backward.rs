@@ -1,12 +1,13 @@
 //! Backward: the vector-Jacobian product from the Forward output or logits.
 
-use super::run::{in_blocks, in_blocks_from_end};
-use super::tensor::{decode, decode_same, to_tensor, Decoded, Input, Wire};
+use super::reuse::Results;
+use super::run::in_blocks_from_end;
+use super::tensor::{decode, decode_same, Decoded, Input, Wire};
 use super::validate::{check_block, check_values, inv_temperature, Allow};
 use super::{call::Call, Error, Softmax};
 use crate::kernel::{self, Exec, Form};
 use crate::proto::v1::{BackwardRequest, BackwardResponse, Tensor};
-use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{ArrayView2, ArrayViewMut2};
 
 /// Which primary tensor a Backward or Jacobian request carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,36 +86,24 @@ impl Softmax {
         let allow = primary_allows(from, form);
         self.run(x.len(), move |exec, cancel| {
             let mut x = x;
-            if let Some(mut reused) = x.take_reused() {
-                // The results go over the primary tensor's request bytes.
-                let (mut xs, mut gs) = (Vec::new(), Vec::new());
-                in_blocks_from_end(x.rows, x.k, exec, cancel, |r, compute| {
-                    let span = r.start * x.k..r.end * x.k;
-                    let (xb, ob) = reused.block(span, &mut xs)?;
-                    let gb = g.block(r.clone(), &mut gs)?;
-                    check_block(x.field, xb, r.start * x.k, allow)?;
-                    check_block(g.field, gb, r.start * x.k, Allow::FiniteOnly)?;
-                    if compute {
-                        let ob = ArrayViewMut2::from_shape((r.len(), x.k), ob)?;
-                        backward_block(from, xb, gb, ob, inv_t, form, exec)?;
-                    }
-                    Ok(())
-                })?;
-                return Ok(reused.into_tensor(x.wire_dims()));
-            }
-            let mut out = F::pool().take(x.len());
-            let mut ov = ArrayViewMut2::from_shape((x.rows, x.k), &mut out)?;
+            // The results go over the primary tensor's request bytes if they can.
+            let reused = x.take_reused();
+            let mut results = Results::new(&x, reused);
             let (mut xs, mut gs) = (Vec::new(), Vec::new());
             // Values are checked block by block, just before the kernel reads
             // the same block from cache.
-            in_blocks(x.rows, x.k, exec, cancel, |r| {
-                let (xb, gb) = (x.block(r.clone(), &mut xs)?, g.block(r.clone(), &mut gs)?);
+            in_blocks_from_end(x.rows, x.k, exec, cancel, |r, compute| {
+                let (xb, ob) = results.block(r.clone(), &mut xs)?;
+                let gb = g.block(r.clone(), &mut gs)?;
                 check_block(x.field, xb, r.start * x.k, allow)?;
                 check_block(g.field, gb, r.start * x.k, Allow::FiniteOnly)?;
-                let ob = ov.slice_axis_mut(Axis(0), r.into());
-                backward_block(from, xb, gb, ob, inv_t, form, exec)
+                if compute {
+                    let ob = ArrayViewMut2::from_shape((r.len(), x.k), ob)?;
+                    backward_block(from, xb, gb, ob, inv_t, form, exec)?;
+                }
+                Ok(())
             })?;
-            Ok(to_tensor(x.wire_dims(), out, x.encoding))
+            Ok(results.into_tensor(&x))
         })
         .await
     }

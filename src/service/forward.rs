@@ -1,13 +1,13 @@
 //! Forward and ForwardStream messages: softmax or log-softmax of the logits.
 
-use super::reuse::Reused;
-use super::run::{in_blocks, in_blocks_from_end, Cancel};
-use super::tensor::{decode, to_tensor, Decoded, Input, Wire};
+use super::reuse::Results;
+use super::run::in_blocks_from_end;
+use super::tensor::{decode, Decoded, Input, Wire};
 use super::validate::{check_block, inv_temperature, Allow};
 use super::{call::Call, Error, Softmax};
-use crate::kernel::{self, Exec, Form};
+use crate::kernel::{self, Form};
 use crate::proto::v1::{ForwardRequest, ForwardResponse, Tensor};
-use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{ArrayView2, ArrayViewMut2};
 
 impl Softmax {
     /// Serves one Forward request.
@@ -41,47 +41,23 @@ impl Softmax {
         let _budget = self.reserve(2 * x.len() * std::mem::size_of::<F>())?;
         self.run(x.len(), move |exec, cancel| {
             let mut x = x;
-            if let Some(reused) = x.take_reused() {
-                return forward_reused(&x, reused, inv_t, form, exec, cancel);
-            }
-            let mut out = F::pool().take(x.len());
-            let mut ov = ArrayViewMut2::from_shape((x.rows, x.k), &mut out)?;
+            let reused = x.take_reused();
+            let mut results = Results::new(&x, reused);
             let mut scratch = Vec::new();
             // Values are checked block by block, just before the kernel reads
             // the same block from cache.
-            in_blocks(x.rows, x.k, exec, cancel, |r| {
-                let xb = x.block(r.clone(), &mut scratch)?;
+            in_blocks_from_end(x.rows, x.k, exec, cancel, |r, compute| {
+                let (xb, ob) = results.block(r.clone(), &mut scratch)?;
                 check_block(x.field, xb, r.start * x.k, Allow::NegInf)?;
-                let xb = ArrayView2::from_shape((r.len(), x.k), xb)?;
-                let ob = ov.slice_axis_mut(Axis(0), r.into());
-                Ok(kernel::forward(xb, ob, inv_t, form, exec)?)
+                if compute {
+                    let xb = ArrayView2::from_shape((r.len(), x.k), xb)?;
+                    let ob = ArrayViewMut2::from_shape((r.len(), x.k), ob)?;
+                    kernel::forward(xb, ob, inv_t, form, exec)?;
+                }
+                Ok(())
             })?;
-            Ok(to_tensor(x.wire_dims(), out, x.encoding))
+            Ok(results.into_tensor(&x))
         })
         .await
     }
-}
-
-/// Forward with the results written over the raw request bytes of `x`
-/// (which `reused` now holds).
-fn forward_reused<F: Wire>(
-    x: &Input<F>,
-    mut reused: Reused<F>,
-    inv_t: F,
-    form: Form,
-    exec: Exec,
-    cancel: &Cancel,
-) -> Result<Tensor, Error> {
-    let mut scratch = Vec::new();
-    in_blocks_from_end(x.rows, x.k, exec, cancel, |r, compute| {
-        let (xb, ob) = reused.block(r.start * x.k..r.end * x.k, &mut scratch)?;
-        check_block(x.field, xb, r.start * x.k, Allow::NegInf)?;
-        if compute {
-            let xb = ArrayView2::from_shape((r.len(), x.k), xb)?;
-            let ob = ArrayViewMut2::from_shape((r.len(), x.k), ob)?;
-            kernel::forward(xb, ob, inv_t, form, exec)?;
-        }
-        Ok(())
-    })?;
-    Ok(reused.into_tensor(x.wire_dims()))
 }

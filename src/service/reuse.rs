@@ -11,7 +11,7 @@
 //! why blocks are visited from the last to the first.
 
 use super::error::Error;
-use super::tensor::{copy_le, Wire};
+use super::tensor::{copy_le, to_tensor, Input, Wire};
 use crate::proto::v1::Tensor;
 use bytes::{Buf, Bytes, BytesMut};
 use std::marker::PhantomData;
@@ -101,6 +101,59 @@ impl<F: Wire> Reused<F> {
         };
         F::put_le(&mut t, self.finish());
         t
+    }
+}
+
+/// Where a call's results go: over its raw request bytes when it could take
+/// them, else a recycled buffer beside its input.
+pub enum Results<'x, F: Wire> {
+    /// Over the request bytes of rows of `k` values.
+    Over {
+        reused: Reused<F>,
+        k: usize,
+    },
+    Beside {
+        x: &'x Input<F>,
+        out: Vec<F>,
+    },
+}
+
+impl<'x, F: Wire> Results<'x, F> {
+    /// Results for `x`, over the bytes `x.take_reused()` gave, if any.
+    pub fn new(x: &'x Input<F>, reused: Option<Reused<F>>) -> Self {
+        match reused {
+            Some(reused) => Results::Over { reused, k: x.k },
+            None => Results::Beside {
+                x,
+                out: F::pool().take(x.len()),
+            },
+        }
+    }
+
+    /// The input values of `rows` (copied into `scratch` unless they can be
+    /// read in place) and the slice their results go to. Blocks must come
+    /// from the last towards the first (see [`Reused::block`]).
+    pub fn block<'a>(
+        &'a mut self,
+        rows: Range<usize>,
+        scratch: &'a mut Vec<F>,
+    ) -> Result<(&'a [F], &'a mut [F]), Error> {
+        match self {
+            Results::Over { reused, k } => reused.block(rows.start * *k..rows.end * *k, scratch),
+            Results::Beside { x, out } => {
+                let span = rows.start * x.k..rows.end * x.k;
+                let o = out.get_mut(span).ok_or_else(|| missing(&rows))?;
+                Ok((x.block(rows, scratch)?, o))
+            }
+        }
+    }
+
+    /// The results as the response tensor for `x`.
+    pub fn into_tensor(self, x: &Input<F>) -> Tensor {
+        match self {
+            Results::Over { reused, .. } => reused.into_tensor(x.wire_dims()),
+            Results::Beside { out, .. } => to_tensor(x.wire_dims(), out, x.encoding),
+        }
     }
 }
 
