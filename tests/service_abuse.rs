@@ -8,7 +8,7 @@ mod harness;
 use bytes::Bytes;
 use harness::reference::values;
 use harness::wire::{tensor, Kind};
-use harness::TestServer;
+use harness::{raw_call, TestServer, FORWARD};
 use softmaxd::proto::v1::{ForwardRequest, JacobianRequest};
 use std::time::Duration;
 use tonic::Code;
@@ -32,32 +32,6 @@ fn rss() -> usize {
     pages * 4096
 }
 
-/// A raw HTTP/2 call to Forward whose body is `frame`, ended or left open.
-async fn raw_call(
-    addr: std::net::SocketAddr,
-    frame: Bytes,
-    end: bool,
-) -> (
-    h2::client::SendRequest<Bytes>,
-    Option<h2::client::ResponseFuture>,
-    h2::SendStream<Bytes>,
-) {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut client = client.ready().await.unwrap();
-    let req = http::Request::post(format!("http://{addr}/softmax.v1.SoftmaxService/Forward"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
-    let (resp, mut send) = client.send_request(req, false).unwrap();
-    send.send_data(frame, end).unwrap();
-    (client, Some(resp), send)
-}
-
 fn grpc_status(headers: &http::HeaderMap) -> Option<String> {
     headers
         .get("grpc-status")
@@ -71,7 +45,7 @@ async fn a_message_declaring_a_huge_length_is_refused_without_reading_it() {
     let mut frame = vec![0u8, 0xFF, 0xFF, 0xFF, 0xF0];
     frame.extend_from_slice(&[0u8; 8]);
     let before = rss();
-    let (_c, resp, _send) = raw_call(server.addr, Bytes::from(frame), false).await;
+    let (_c, resp, _send) = raw_call(server.addr, FORWARD, Bytes::from(frame), false).await;
     let resp = tokio::time::timeout(Duration::from_secs(10), resp.unwrap())
         .await
         .unwrap()
@@ -145,7 +119,7 @@ async fn idle_and_half_open_connections_do_not_block_others() {
         // Declares 100 bytes, sends 10, never ends the stream.
         let mut frame = vec![0u8, 0, 0, 0, 100];
         frame.extend_from_slice(&[0x0a; 10]);
-        half.push(raw_call(server.addr, Bytes::from(frame), false).await);
+        half.push(raw_call(server.addr, FORWARD, Bytes::from(frame), false).await);
     }
     let mut open = server.client().await;
     let (tx, rx) = tokio::sync::mpsc::channel(1);

@@ -1,12 +1,15 @@
-//! Transport concerns: gzip and zstd requests and responses, and a 32 MiB
-//! request through the default limits.
+//! Transport concerns: gzip and zstd requests and responses, a 32 MiB
+//! request through the default limits, and the bytes of the answers the
+//! service encodes itself.
 
 mod harness;
 
-use harness::reference::{per_row, softmax, values};
-use harness::wire::{expect, tensor, Kind};
-use harness::TestServer;
-use softmaxd::proto::v1::ForwardRequest;
+use bytes::Bytes;
+use harness::reference::{backward, per_row, softmax, values};
+use harness::wire::{expect, read, tensor, Kind};
+use harness::{raw_call, TestServer, FORWARD};
+use prost::Message;
+use softmaxd::proto::v1::{BackwardRequest, BackwardResponse, ForwardRequest, ForwardResponse};
 use softmaxd::server::Config;
 use tonic::codec::CompressionEncoding;
 
@@ -104,5 +107,96 @@ async fn a_32_mib_request_is_served() {
         let s: f64 = row.iter().sum();
         assert!((s - 1.0).abs() < 1e-4, "row sums to {s}");
     }
+    server.stop().await.unwrap();
+}
+
+/// `m` as one uncompressed gRPC message.
+fn grpc_frame(m: &impl Message) -> Bytes {
+    let body = m.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    Bytes::from(frame)
+}
+
+/// Calls `path` over plain HTTP/2 and returns the response's content-type,
+/// its one message (prefix checked and stripped) and its trailers' grpc-status.
+async fn raw_unary(
+    addr: std::net::SocketAddr,
+    path: &str,
+    frame: Bytes,
+) -> (String, Bytes, String) {
+    let (_client, resp, _send) = raw_call(addr, path, frame, true).await;
+    let resp = resp.unwrap().await.unwrap();
+    let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
+    let mut body = resp.into_body();
+    let mut data = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        data.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await.unwrap().expect("trailers");
+    let status = trailers["grpc-status"].to_str().unwrap().to_string();
+    assert_eq!(data[0], 0, "uncompressed");
+    let len = u32::from_be_bytes(data[1..5].try_into().unwrap()) as usize;
+    assert_eq!(data.len(), 5 + len, "exactly one message");
+    (content_type, Bytes::from(data).slice(5..), status)
+}
+
+#[tokio::test]
+async fn raw_answers_are_canonical_grpc_messages_on_the_wire() {
+    let server = TestServer::start().await;
+    // Forward, f32, three dims and a row length that is no multiple of 16.
+    let (shape, k) = ([3u32, 5, 7], 7usize);
+    let x = Kind::F32Raw.round(&values(105, 23, -4.0, 4.0));
+    let req = ForwardRequest {
+        logits: Some(tensor(&shape, &x, Kind::F32Raw)),
+        temperature: None,
+        log: false,
+    };
+    let (content_type, msg, status) = raw_unary(server.addr, FORWARD, grpc_frame(&req)).await;
+    assert_eq!(
+        (content_type.as_str(), status.as_str()),
+        ("application/grpc", "0")
+    );
+    let resp = ForwardResponse::decode(msg.clone()).unwrap();
+    assert_eq!(
+        resp.encode_to_vec(),
+        msg,
+        "byte for byte what prost encodes"
+    );
+    let got = expect(resp.output, &shape, Kind::F32Raw);
+    let want = per_row(&x, k, |r| softmax(r, 1.0));
+    assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 2e-6));
+
+    // Backward, f64, from the logits.
+    let x = Kind::F64Raw.round(&values(4 * 9, 29, -2.0, 2.0));
+    let g = Kind::F64Raw.round(&values(4 * 9, 31, -1.0, 1.0));
+    let req = BackwardRequest {
+        logits: Some(tensor(&[4, 9], &x, Kind::F64Raw)),
+        grad_output: Some(tensor(&[4, 9], &g, Kind::F64Raw)),
+        ..BackwardRequest::default()
+    };
+    let path = "/softmax.v1.SoftmaxService/Backward";
+    let (content_type, msg, status) = raw_unary(server.addr, path, grpc_frame(&req)).await;
+    assert_eq!(
+        (content_type.as_str(), status.as_str()),
+        ("application/grpc", "0")
+    );
+    let resp = BackwardResponse::decode(msg.clone()).unwrap();
+    assert_eq!(
+        resp.encode_to_vec(),
+        msg,
+        "byte for byte what prost encodes"
+    );
+    let (kind, got) = read(&resp.grad_logits.unwrap());
+    assert_eq!(kind, Kind::F64Raw);
+    let want: Vec<f64> = x
+        .chunks(9)
+        .zip(g.chunks(9))
+        .flat_map(|(x, g)| backward(x, g, 1.0, false))
+        .collect();
+    assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-13));
     server.stop().await.unwrap();
 }

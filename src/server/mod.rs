@@ -4,6 +4,7 @@
 mod api;
 pub mod auth;
 pub mod config;
+mod direct;
 pub mod health_check;
 mod limits;
 pub mod metrics;
@@ -127,7 +128,12 @@ pub async fn serve(
         tracing::warn!("echo mode: answering every call with its input, not computing softmax");
         server.add_service(api::endpoint(Echo, &config))
     } else {
-        server.add_service(api::endpoint(softmax.clone(), &config))
+        server.add_service(direct::Direct::new(
+            softmax.clone(),
+            api::endpoint(softmax.clone(), &config),
+            config.max_message_bytes,
+            config.compress_responses,
+        ))
     }
     .serve_with_incoming_shutdown(incoming, drain);
 

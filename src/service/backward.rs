@@ -1,6 +1,7 @@
 //! Backward: the vector-Jacobian product from the Forward output or logits.
 
-use super::reuse::Results;
+use super::framed::Reply;
+use super::reuse::{targets, Results};
 use super::run::in_blocks_from_end;
 use super::tensor::{decode, decode_same, Decoded, Input, Wire};
 use super::validate::{check_block, check_values, inv_temperature, Allow};
@@ -51,23 +52,25 @@ fn primary_allows(from: From, form: Form) -> Allow {
 }
 
 impl Softmax {
-    /// Serves one Backward request.
+    /// Serves one Backward request; raw results come back encoded when
+    /// `encode` asks for it.
     pub(super) async fn backward_one(
         &self,
         req: BackwardRequest,
         call: &Call,
-    ) -> Result<BackwardResponse, Error> {
+        encode: bool,
+    ) -> Result<Reply<BackwardResponse>, Error> {
         let (from, x) = primary(req.output, req.logits)?;
         call.tensor(&x);
         let form = if req.log { Form::LogProbs } else { Form::Probs };
         let (g, t) = (req.grad_output, req.temperature);
         let grad = match x {
-            Decoded::F32(x) => self.backward_as(x, from, g, t, form).await?,
-            Decoded::F64(x) => self.backward_as(x, from, g, t, form).await?,
+            Decoded::F32(x) => self.backward_as(x, from, g, t, form, encode).await?,
+            Decoded::F64(x) => self.backward_as(x, from, g, t, form, encode).await?,
         };
-        Ok(BackwardResponse {
-            grad_logits: Some(grad),
-        })
+        Ok(grad.map(|t| BackwardResponse {
+            grad_logits: Some(t),
+        }))
     }
 
     async fn backward_as<F: Wire>(
@@ -77,7 +80,8 @@ impl Softmax {
         grad_output: Option<Tensor>,
         temperature: Option<f32>,
         form: Form,
-    ) -> Result<Tensor, Error> {
+        encode: bool,
+    ) -> Result<Reply<Tensor>, Error> {
         let g = decode_same::<F>("grad_output", grad_output)?;
         x.same_shape(&g)?;
         let inv_t = inv_temperature::<F>(temperature)?;
@@ -86,9 +90,10 @@ impl Softmax {
         let allow = primary_allows(from, form);
         self.run(x.len(), move |exec, cancel| {
             let mut x = x;
-            // The results go over the primary tensor's request bytes if they can.
-            let reused = x.take_reused();
-            let mut results = Results::new(&x, reused);
+            // The results go into the encoded response, or over the primary
+            // tensor's request bytes, if they can.
+            let targets = targets(&mut x, encode);
+            let mut results = Results::new(&x, targets);
             let (mut xs, mut gs) = (Vec::new(), Vec::new());
             // Values are checked block by block, just before the kernel reads
             // the same block from cache.
@@ -103,7 +108,7 @@ impl Softmax {
                 }
                 Ok(())
             })?;
-            Ok(results.into_tensor(&x))
+            Ok(results.finish(&x))
         })
         .await
     }

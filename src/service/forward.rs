@@ -1,6 +1,7 @@
 //! Forward and ForwardStream messages: softmax or log-softmax of the logits.
 
-use super::reuse::Results;
+use super::framed::Reply;
+use super::reuse::{targets, Results};
 use super::run::in_blocks_from_end;
 use super::tensor::{decode, Decoded, Input, Wire};
 use super::validate::{check_block, inv_temperature, Allow};
@@ -10,24 +11,24 @@ use crate::proto::v1::{ForwardRequest, ForwardResponse, Tensor};
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 impl Softmax {
-    /// Serves one Forward request.
+    /// Serves one Forward request; raw results come back encoded when
+    /// `encode` asks for it.
     pub(super) async fn forward_one(
         &self,
         req: ForwardRequest,
         call: Option<&Call>,
-    ) -> Result<ForwardResponse, Error> {
+        encode: bool,
+    ) -> Result<Reply<ForwardResponse>, Error> {
         let x = decode("logits", req.logits)?;
         if let Some(call) = call {
             call.tensor(&x);
         }
         let form = if req.log { Form::LogProbs } else { Form::Probs };
         let output = match x {
-            Decoded::F32(x) => self.forward_as(x, req.temperature, form).await?,
-            Decoded::F64(x) => self.forward_as(x, req.temperature, form).await?,
+            Decoded::F32(x) => self.forward_as(x, req.temperature, form, encode).await?,
+            Decoded::F64(x) => self.forward_as(x, req.temperature, form, encode).await?,
         };
-        Ok(ForwardResponse {
-            output: Some(output),
-        })
+        Ok(output.map(|t| ForwardResponse { output: Some(t) }))
     }
 
     async fn forward_as<F: Wire>(
@@ -35,14 +36,15 @@ impl Softmax {
         x: Input<F>,
         temperature: Option<f32>,
         form: Form,
-    ) -> Result<Tensor, Error> {
+        encode: bool,
+    ) -> Result<Reply<Tensor>, Error> {
         let inv_t = inv_temperature::<F>(temperature)?;
         self.check_response("output", x.len(), std::mem::size_of::<F>())?;
         let _budget = self.reserve(2 * x.len() * std::mem::size_of::<F>())?;
         self.run(x.len(), move |exec, cancel| {
             let mut x = x;
-            let reused = x.take_reused();
-            let mut results = Results::new(&x, reused);
+            let targets = targets(&mut x, encode);
+            let mut results = Results::new(&x, targets);
             let mut scratch = Vec::new();
             // Values are checked block by block, just before the kernel reads
             // the same block from cache.
@@ -56,7 +58,7 @@ impl Softmax {
                 }
                 Ok(())
             })?;
-            Ok(results.into_tensor(&x))
+            Ok(results.finish(&x))
         })
         .await
     }

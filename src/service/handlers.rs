@@ -1,7 +1,9 @@
 //! The generated `SoftmaxService` trait, implemented by delegating each RPC
-//! to its module and wrapping it in a [`Call`] for telemetry.
+//! to its module and wrapping it in a [`Call`] for telemetry; and the unary
+//! entry points that can answer with an encoded message.
 
 use super::call::Call;
+use super::framed::Reply;
 use super::jacobian::JacobianStream;
 use super::{Error, Softmax};
 use crate::proto::v1::softmax_service_server::SoftmaxService;
@@ -18,32 +20,61 @@ use tracing::Instrument;
 /// The stream ForwardStream answers with.
 pub type ForwardStream = Pin<Box<dyn Stream<Item = Result<ForwardResponse, Status>> + Send>>;
 
+impl Softmax {
+    /// Serves a Forward call. With `encode`, raw results come back as the
+    /// whole encoded response, for a server that sends it as is.
+    pub async fn forward_unary(
+        &self,
+        req: ForwardRequest,
+        encode: bool,
+    ) -> Result<Reply<ForwardResponse>, Status> {
+        let call = Call::start("Forward");
+        let work = async {
+            let _admitted = self.admit()?;
+            self.forward_one(req, Some(&call), encode).await
+        };
+        let r = work.instrument(call.span().clone()).await;
+        call.finish(r).map(Response::into_inner)
+    }
+
+    /// Serves a Backward call; `encode` as for [`Self::forward_unary`].
+    pub async fn backward_unary(
+        &self,
+        req: BackwardRequest,
+        encode: bool,
+    ) -> Result<Reply<BackwardResponse>, Status> {
+        let call = Call::start("Backward");
+        let work = async {
+            let _admitted = self.admit()?;
+            self.backward_one(req, &call, encode).await
+        };
+        let r = work.instrument(call.span().clone()).await;
+        call.finish(r).map(Response::into_inner)
+    }
+}
+
+/// The message of an answer that was not asked to be encoded.
+fn message<M>(reply: Reply<M>) -> Result<Response<M>, Status> {
+    reply
+        .into_message()
+        .map(Response::new)
+        .map_err(Status::from)
+}
+
 #[tonic::async_trait]
 impl SoftmaxService for Softmax {
     async fn forward(
         &self,
         req: Request<ForwardRequest>,
     ) -> Result<Response<ForwardResponse>, Status> {
-        let call = Call::start("Forward");
-        let work = async {
-            let _admitted = self.admit()?;
-            self.forward_one(req.into_inner(), Some(&call)).await
-        };
-        let r = work.instrument(call.span().clone()).await;
-        call.finish(r)
+        message(self.forward_unary(req.into_inner(), false).await?)
     }
 
     async fn backward(
         &self,
         req: Request<BackwardRequest>,
     ) -> Result<Response<BackwardResponse>, Status> {
-        let call = Call::start("Backward");
-        let work = async {
-            let _admitted = self.admit()?;
-            self.backward_one(req.into_inner(), &call).await
-        };
-        let r = work.instrument(call.span().clone()).await;
-        call.finish(r)
+        message(self.backward_unary(req.into_inner(), false).await?)
     }
 
     async fn jacobian(
@@ -95,7 +126,11 @@ impl SoftmaxService for Softmax {
                 // One response per request, in order; the first error ends it.
                 loop {
                     let next = match incoming.message().await {
-                        Ok(Some(req)) => service.forward_one(req, None).await.map_err(Status::from),
+                        Ok(Some(req)) => service
+                            .forward_one(req, None, false)
+                            .await
+                            .and_then(Reply::into_message)
+                            .map_err(Status::from),
                         Ok(None) => break,
                         Err(status) => Err(status),
                     };

@@ -8,6 +8,7 @@ mod cross_entropy;
 mod echo;
 mod error;
 mod forward;
+mod framed;
 mod handlers;
 mod jacobian;
 mod reuse;
@@ -17,6 +18,7 @@ mod validate;
 
 pub use echo::Echo;
 pub use error::Error;
+pub use framed::Reply;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -11,7 +11,8 @@
 //! why blocks are visited from the last to the first.
 
 use super::error::Error;
-use super::tensor::{copy_le, to_tensor, Input, Wire};
+use super::framed::{Framed, Reply};
+use super::tensor::{copy_le, to_tensor, Encoding, Input, Wire};
 use crate::proto::v1::Tensor;
 use bytes::{Buf, Bytes, BytesMut};
 use std::marker::PhantomData;
@@ -104,9 +105,15 @@ impl<F: Wire> Reused<F> {
     }
 }
 
-/// Where a call's results go: over its raw request bytes when it could take
+/// Where a call's results go: straight into the encoded response when the
+/// server sends it as is, else over its raw request bytes when it could take
 /// them, else a recycled buffer beside its input.
 pub enum Results<'x, F: Wire> {
+    /// Into the values of an encoded response to inputs `x`.
+    Framed {
+        x: &'x Input<F>,
+        framed: Framed<F>,
+    },
     /// Over the request bytes of rows of `k` values.
     Over {
         reused: Reused<F>,
@@ -118,12 +125,30 @@ pub enum Results<'x, F: Wire> {
     },
 }
 
+/// What [`Results::new`] needs for `x`: an encoded response to fill when
+/// `encode` asks for one and `x` came raw, else `x`'s request bytes if they
+/// can be taken.
+pub fn targets<F: Wire>(x: &mut Input<F>, encode: bool) -> (Option<Framed<F>>, Option<Reused<F>>) {
+    let framed = if encode && x.encoding == Encoding::Raw {
+        Framed::new(&x.wire_dims(), x.len())
+    } else {
+        None
+    };
+    let reused = if framed.is_none() {
+        x.take_reused()
+    } else {
+        None
+    };
+    (framed, reused)
+}
+
 impl<'x, F: Wire> Results<'x, F> {
-    /// Results for `x`, over the bytes `x.take_reused()` gave, if any.
-    pub fn new(x: &'x Input<F>, reused: Option<Reused<F>>) -> Self {
-        match reused {
-            Some(reused) => Results::Over { reused, k: x.k },
-            None => Results::Beside {
+    /// Results for `x`, into what [`targets`] gave.
+    pub fn new(x: &'x Input<F>, (framed, reused): (Option<Framed<F>>, Option<Reused<F>>)) -> Self {
+        match (framed, reused) {
+            (Some(framed), _) => Results::Framed { x, framed },
+            (None, Some(reused)) => Results::Over { reused, k: x.k },
+            (None, None) => Results::Beside {
                 x,
                 out: F::pool().take(x.len()),
             },
@@ -138,21 +163,29 @@ impl<'x, F: Wire> Results<'x, F> {
         rows: Range<usize>,
         scratch: &'a mut Vec<F>,
     ) -> Result<(&'a [F], &'a mut [F]), Error> {
+        let span = |k: usize| rows.start * k..rows.end * k;
         match self {
-            Results::Over { reused, k } => reused.block(rows.start * *k..rows.end * *k, scratch),
+            Results::Framed { x, framed } => {
+                let o = framed.values_mut().get_mut(span(x.k));
+                let o = o.ok_or_else(|| missing(&rows))?;
+                Ok((x.block(rows, scratch)?, o))
+            }
+            Results::Over { reused, k } => reused.block(span(*k), scratch),
             Results::Beside { x, out } => {
-                let span = rows.start * x.k..rows.end * x.k;
-                let o = out.get_mut(span).ok_or_else(|| missing(&rows))?;
+                let o = out.get_mut(span(x.k)).ok_or_else(|| missing(&rows))?;
                 Ok((x.block(rows, scratch)?, o))
             }
         }
     }
 
-    /// The results as the response tensor for `x`.
-    pub fn into_tensor(self, x: &Input<F>) -> Tensor {
+    /// The results: the encoded response, or the response tensor for `x`.
+    pub fn finish(self, x: &Input<F>) -> Reply<Tensor> {
         match self {
-            Results::Over { reused, .. } => reused.into_tensor(x.wire_dims()),
-            Results::Beside { out, .. } => to_tensor(x.wire_dims(), out, x.encoding),
+            Results::Framed { framed, .. } => Reply::Encoded(framed.finish()),
+            Results::Over { reused, .. } => Reply::Message(reused.into_tensor(x.wire_dims())),
+            Results::Beside { out, .. } => {
+                Reply::Message(to_tensor(x.wire_dims(), out, x.encoding))
+            }
         }
     }
 }

@@ -181,6 +181,9 @@ pub trait Wire: Element + bytemuck::Pod {
     /// The dtype tag of this type.
     const DTYPE: Dtype;
 
+    /// Field number of this type's raw field in `Tensor`.
+    const LE_FIELD: u32;
+
     /// Takes this type's values out of a tensor: (typed values, raw bytes).
     fn take(t: &mut Tensor) -> (Vec<Self>, Bytes);
 
@@ -210,6 +213,7 @@ static F64_POOL: Pool<f64> = Pool::new();
 
 impl Wire for f32 {
     const DTYPE: Dtype = Dtype::F32;
+    const LE_FIELD: u32 = 4;
 
     fn take(t: &mut Tensor) -> (Vec<Self>, Bytes) {
         (std::mem::take(&mut t.f32), std::mem::take(&mut t.f32_le))
@@ -234,6 +238,7 @@ impl Wire for f32 {
 
 impl Wire for f64 {
     const DTYPE: Dtype = Dtype::F64;
+    const LE_FIELD: u32 = 5;
 
     fn take(t: &mut Tensor) -> (Vec<Self>, Bytes) {
         (std::mem::take(&mut t.f64), std::mem::take(&mut t.f64_le))
@@ -270,7 +275,7 @@ pub fn to_tensor<F: Wire>(shape: Vec<u32>, values: Vec<F>, encoding: Encoding) -
 /// hosts; it returns to the pool once the response is encoded.
 fn le_bytes<F: Wire>(values: Vec<F>) -> Bytes {
     if cfg!(target_endian = "little") {
-        Bytes::from_owner(PodVec(values))
+        pod_bytes(values)
     } else {
         let mut out = Vec::with_capacity(values.len() * std::mem::size_of::<F>());
         for v in &values {
@@ -280,6 +285,12 @@ fn le_bytes<F: Wire>(values: Vec<F>) -> Bytes {
         }
         Bytes::from(out)
     }
+}
+
+/// The vector's memory, in native byte order, as `Bytes` without a copy;
+/// it goes back to the pool when the last `Bytes` is dropped.
+pub(super) fn pod_bytes<F: Wire>(values: Vec<F>) -> Bytes {
+    Bytes::from_owner(PodVec(values))
 }
 
 struct PodVec<F: Wire>(Vec<F>);

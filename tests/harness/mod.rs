@@ -5,6 +5,7 @@
 pub mod reference;
 pub mod wire;
 
+use bytes::Bytes;
 use softmaxd::proto::v1::softmax_service_client::SoftmaxServiceClient;
 use softmaxd::server::{self, Config, ServeError};
 use std::net::SocketAddr;
@@ -95,4 +96,35 @@ pub async fn watch_health(channel: Channel) -> Streaming<HealthCheckResponse> {
         .map(|r| r.status);
     assert_eq!(first, Some(ServingStatus::Serving as i32));
     watch
+}
+
+/// The Forward method's HTTP/2 path.
+pub const FORWARD: &str = "/softmax.v1.SoftmaxService/Forward";
+
+/// A raw HTTP/2 gRPC call to `path` whose body is `frame`, ended or left
+/// open: for what a tonic client would never send or would hide.
+pub async fn raw_call(
+    addr: SocketAddr,
+    path: &str,
+    frame: Bytes,
+    end: bool,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    Option<h2::client::ResponseFuture>,
+    h2::SendStream<Bytes>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (resp, mut send) = client.send_request(req, false).unwrap();
+    send.send_data(frame, end).unwrap();
+    (client, Some(resp), send)
 }

@@ -1,0 +1,172 @@
+//! The SoftmaxService endpoint with unary Forward and Backward answered
+//! directly: the service computes raw results straight into the encoded
+//! response, which goes to h2 as it is, with no second copy through tonic's
+//! encoder (see `service::Reply`).
+//!
+//! Only uncompressed calls take this route: a compressed request, or a
+//! response that should be compressed, goes through tonic's own handler,
+//! which also serves every other method.
+
+use crate::proto::v1::softmax_service_server::SoftmaxServiceServer;
+use crate::service::{Reply, Softmax};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::future::BoxFuture;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::HeaderMap;
+use http_body_util::{BodyExt, Full};
+use std::convert::Infallible;
+use std::future::Future;
+use std::task::{Context, Poll};
+use tonic::body::Body;
+use tonic::codec::{Codec, Streaming};
+use tonic::server::NamedService;
+use tonic::Status;
+use tower::Service;
+
+const FORWARD: &str = "/softmax.v1.SoftmaxService/Forward";
+const BACKWARD: &str = "/softmax.v1.SoftmaxService/Backward";
+/// gRPC's message prefix: a compressed flag and a big-endian length.
+const PREFIX: usize = 5;
+
+/// Routes uncompressed unary Forward and Backward calls to the service's
+/// encoding handlers, everything else to tonic's generated server.
+#[derive(Clone)]
+pub struct Direct {
+    softmax: Softmax,
+    generated: SoftmaxServiceServer<Softmax>,
+    /// Largest request and response message.
+    max_message_bytes: usize,
+    /// Responses are compressed for clients that accept it.
+    compress_responses: bool,
+}
+
+impl Direct {
+    /// Serves `softmax` directly where it can, else through `generated`
+    /// (the same service with the server's limits and compression).
+    pub fn new(
+        softmax: Softmax,
+        generated: SoftmaxServiceServer<Softmax>,
+        max_message_bytes: usize,
+        compress_responses: bool,
+    ) -> Self {
+        Self {
+            softmax,
+            generated,
+            max_message_bytes,
+            compress_responses,
+        }
+    }
+
+    /// True when neither the request nor its response is compressed.
+    fn plain(&self, headers: &HeaderMap) -> bool {
+        let identity = headers
+            .get("grpc-encoding")
+            .is_none_or(|e| e.as_bytes() == b"identity");
+        let compressed_answer = self.compress_responses
+            && headers
+                .get("grpc-accept-encoding")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').any(|e| matches!(e.trim(), "gzip" | "zstd")));
+        identity && !compressed_answer
+    }
+}
+
+impl NamedService for Direct {
+    const NAME: &'static str = <SoftmaxServiceServer<Softmax> as NamedService>::NAME;
+}
+
+impl Service<http::Request<Body>> for Direct {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        if !self.plain(req.headers()) {
+            return self.generated.call(req);
+        }
+        let softmax = self.softmax.clone();
+        let max = self.max_message_bytes;
+        match req.uri().path() {
+            FORWARD => Box::pin(async move {
+                Ok(unary(
+                    req,
+                    max,
+                    |m| async move { softmax.forward_unary(m, true).await },
+                )
+                .await)
+            }),
+            BACKWARD => Box::pin(async move {
+                Ok(unary(req, max, |m| async move {
+                    softmax.backward_unary(m, true).await
+                })
+                .await)
+            }),
+            _ => self.generated.call(req),
+        }
+    }
+}
+
+/// Decodes the one request message of a unary call, lets `handle` answer
+/// it and sends the answer, encoded here unless it already is.
+async fn unary<Req, Resp, Fut>(
+    req: http::Request<Body>,
+    max: usize,
+    handle: impl FnOnce(Req) -> Fut,
+) -> http::Response<Body>
+where
+    Req: prost::Message + Default + Send + 'static,
+    Resp: prost::Message + Send + 'static,
+    Fut: Future<Output = Result<Reply<Resp>, Status>>,
+{
+    let decoder = tonic_prost::ProstCodec::<Resp, Req>::default().decoder();
+    let mut stream = Streaming::new_request(decoder, req.into_body(), None, Some(max));
+    let message = match stream.message().await {
+        Ok(Some(m)) => m,
+        Ok(None) => return Status::internal("Missing request message.").into_http(),
+        Err(status) => return status.into_http(),
+    };
+    let encoded = match handle(message).await {
+        Ok(Reply::Encoded(bytes)) => Ok(bytes),
+        Ok(Reply::Message(m)) => encode(&m, max),
+        Err(status) => Err(status),
+    };
+    match encoded {
+        Ok(bytes) => answer(bytes),
+        Err(status) => status.into_http(),
+    }
+}
+
+/// A message as one gRPC length-prefixed message, refused past `max` bytes
+/// as tonic's encoder would.
+fn encode(m: &impl prost::Message, max: usize) -> Result<Bytes, Status> {
+    let len = m.encoded_len();
+    if len > max {
+        return Err(Status::out_of_range(format!(
+            "Error, encoded message length too large: found {len} bytes, the limit is: {max} bytes"
+        )));
+    }
+    let prefix = u32::try_from(len)
+        .map_err(|_| Status::resource_exhausted(format!("a {len}-byte message is over 4 GiB")))?;
+    let mut buf = BytesMut::with_capacity(PREFIX + len);
+    buf.put_u8(0);
+    buf.put_u32(prefix);
+    m.encode(&mut buf)
+        .map_err(|e| Status::internal(format!("encoding the response: {e}")))?;
+    Ok(buf.freeze())
+}
+
+/// A successful gRPC response carrying `message` (prefix included).
+fn answer(message: Bytes) -> http::Response<Body> {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let body = Full::new(message).with_trailers(std::future::ready(Some(Ok(trailers))));
+    let mut response = http::Response::new(Body::new(body));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    response
+}
