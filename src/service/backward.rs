@@ -1,7 +1,7 @@
 //! Backward: the vector-Jacobian product from the Forward output or logits.
 
 use super::framed::Reply;
-use super::reuse::{targets, Results};
+use super::reuse::{Results, Target};
 use super::run::in_blocks_from_end;
 use super::tensor::{decode, decode_same, Decoded, Input, Wire};
 use super::validate::{check_block, check_values, inv_temperature, Allow};
@@ -92,8 +92,8 @@ impl Softmax {
             let mut x = x;
             // The results go into the encoded response, or over the primary
             // tensor's request bytes, if they can.
-            let targets = targets(&mut x, encode);
-            let mut results = Results::new(&x, targets);
+            let target = Target::of(&mut x, encode);
+            let mut results = Results::new(&x, target);
             let (mut xs, mut gs) = (Vec::new(), Vec::new());
             // Values are checked block by block, just before the kernel reads
             // the same block from cache.

@@ -1,7 +1,7 @@
 //! Forward and ForwardStream messages: softmax or log-softmax of the logits.
 
 use super::framed::Reply;
-use super::reuse::{targets, Results};
+use super::reuse::{Results, Target};
 use super::run::in_blocks_from_end;
 use super::tensor::{decode, Decoded, Input, Wire};
 use super::validate::{check_block, inv_temperature, Allow};
@@ -43,8 +43,8 @@ impl Softmax {
         let _budget = self.reserve(2 * x.len() * std::mem::size_of::<F>())?;
         self.run(x.len(), move |exec, cancel| {
             let mut x = x;
-            let targets = targets(&mut x, encode);
-            let mut results = Results::new(&x, targets);
+            let target = Target::of(&mut x, encode);
+            let mut results = Results::new(&x, target);
             let mut scratch = Vec::new();
             // Values are checked block by block, just before the kernel reads
             // the same block from cache.

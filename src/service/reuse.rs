@@ -125,30 +125,36 @@ pub enum Results<'x, F: Wire> {
     },
 }
 
-/// What [`Results::new`] needs for `x`: an encoded response to fill when
-/// `encode` asks for one and `x` came raw, else `x`'s request bytes if they
-/// can be taken.
-pub fn targets<F: Wire>(x: &mut Input<F>, encode: bool) -> (Option<Framed<F>>, Option<Reused<F>>) {
-    let framed = if encode && x.encoding == Encoding::Raw {
-        Framed::new(&x.wire_dims(), x.len())
-    } else {
-        None
-    };
-    let reused = if framed.is_none() {
-        x.take_reused()
-    } else {
-        None
-    };
-    (framed, reused)
+/// Where [`Results::new`] puts a call's results.
+pub enum Target<F: Wire> {
+    /// Into an encoded response.
+    Framed(Framed<F>),
+    /// Over the request bytes.
+    Over(Reused<F>),
+    /// Into a recycled buffer.
+    Beside,
+}
+
+impl<F: Wire> Target<F> {
+    /// For `x`: an encoded response when `encode` asks for one and `x` came
+    /// raw, else `x`'s request bytes if they can be taken, else a buffer.
+    pub fn of(x: &mut Input<F>, encode: bool) -> Self {
+        if encode && x.encoding == Encoding::Raw {
+            if let Some(framed) = Framed::new(&x.wire_dims(), x.len()) {
+                return Target::Framed(framed);
+            }
+        }
+        x.take_reused().map_or(Target::Beside, Target::Over)
+    }
 }
 
 impl<'x, F: Wire> Results<'x, F> {
-    /// Results for `x`, into what [`targets`] gave.
-    pub fn new(x: &'x Input<F>, (framed, reused): (Option<Framed<F>>, Option<Reused<F>>)) -> Self {
-        match (framed, reused) {
-            (Some(framed), _) => Results::Framed { x, framed },
-            (None, Some(reused)) => Results::Over { reused, k: x.k },
-            (None, None) => Results::Beside {
+    /// Results for `x`, going where `target` says.
+    pub fn new(x: &'x Input<F>, target: Target<F>) -> Self {
+        match target {
+            Target::Framed(framed) => Results::Framed { x, framed },
+            Target::Over(reused) => Results::Over { reused, k: x.k },
+            Target::Beside => Results::Beside {
                 x,
                 out: F::pool().take(x.len()),
             },
