@@ -5,7 +5,7 @@
 mod harness;
 
 use bytes::Bytes;
-use harness::reference::{backward, per_row, softmax, values};
+use harness::reference::{backward, log_softmax, per_row, softmax, values};
 use harness::wire::{expect, read, tensor, Kind};
 use harness::{raw_call, TestServer, FORWARD};
 use prost::Message;
@@ -119,16 +119,36 @@ fn grpc_frame(m: &impl Message) -> Bytes {
     Bytes::from(frame)
 }
 
-/// Calls `path` over plain HTTP/2 and returns the response's content-type,
-/// its one message (prefix checked and stripped) and its trailers' grpc-status.
-async fn raw_unary(
-    addr: std::net::SocketAddr,
-    path: &str,
-    frame: Bytes,
-) -> (String, Bytes, String) {
-    let (_client, resp, _send) = raw_call(addr, path, frame, true).await;
+/// What a raw call got back: grpc-status, grpc-message, content-type and
+/// the response body's bytes.
+struct Exchange {
+    status: String,
+    message: String,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+/// Calls `path` over plain HTTP/2, sending `pieces` as one DATA frame each
+/// (the last one ends the stream), and reads the whole answer, trailers-only
+/// or not.
+async fn raw_exchange(addr: std::net::SocketAddr, path: &str, pieces: &[Bytes]) -> Exchange {
+    let (first, rest) = pieces.split_first().unwrap();
+    let (_client, resp, mut send) = raw_call(addr, path, first.clone(), rest.is_empty()).await;
+    for (i, piece) in rest.iter().enumerate() {
+        send.send_data(piece.clone(), i + 1 == rest.len()).unwrap();
+    }
     let resp = resp.unwrap().await.unwrap();
-    let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
+    let header = |h: &http::HeaderMap, k: &str| h.get(k).map(|v| v.to_str().unwrap().to_string());
+    let content_type = header(resp.headers(), "content-type").unwrap_or_default();
+    if let Some(status) = header(resp.headers(), "grpc-status") {
+        let message = header(resp.headers(), "grpc-message").unwrap_or_default();
+        return Exchange {
+            status,
+            message,
+            content_type,
+            body: Vec::new(),
+        };
+    }
     let mut body = resp.into_body();
     let mut data = Vec::new();
     while let Some(chunk) = body.data().await {
@@ -137,11 +157,88 @@ async fn raw_unary(
         data.extend_from_slice(&chunk);
     }
     let trailers = body.trailers().await.unwrap().expect("trailers");
-    let status = trailers["grpc-status"].to_str().unwrap().to_string();
+    Exchange {
+        status: header(&trailers, "grpc-status").unwrap(),
+        message: header(&trailers, "grpc-message").unwrap_or_default(),
+        content_type,
+        body: data,
+    }
+}
+
+/// Calls `path` over plain HTTP/2 and returns the response's content-type,
+/// its one message (prefix checked and stripped) and its trailers' grpc-status.
+async fn raw_unary(
+    addr: std::net::SocketAddr,
+    path: &str,
+    frame: Bytes,
+) -> (String, Bytes, String) {
+    let got = raw_exchange(addr, path, &[frame]).await;
+    let data = got.body;
     assert_eq!(data[0], 0, "uncompressed");
     let len = u32::from_be_bytes(data[1..5].try_into().unwrap()) as usize;
     assert_eq!(data.len(), 5 + len, "exactly one message");
-    (content_type, Bytes::from(data).slice(5..), status)
+    (got.content_type, Bytes::from(data).slice(5..), got.status)
+}
+
+/// `frame` cut into DATA frames at `cuts` (byte offsets, increasing).
+fn split(frame: &Bytes, cuts: &[usize]) -> Vec<Bytes> {
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(cuts);
+    bounds.push(frame.len());
+    bounds.windows(2).map(|w| frame.slice(w[0]..w[1])).collect()
+}
+
+#[tokio::test]
+async fn a_request_gets_the_same_answer_in_one_data_frame_or_several() {
+    // A request in one DATA frame is decoded where h2 read it; over several
+    // it goes through tonic's decoder. Answers and errors must not differ.
+    let server = TestServer::start().await;
+    let x = Kind::F32Raw.round(&values(6 * 50, 41, -5.0, 5.0));
+    let good = grpc_frame(&ForwardRequest {
+        logits: Some(tensor(&[6, 50], &x, Kind::F32Raw)),
+        temperature: Some(0.5),
+        log: true,
+    });
+    let mut garbage = good.to_vec();
+    garbage[5] = 0xFF; // no valid protobuf key
+    let garbage = Bytes::from(garbage);
+    let mut flagged = good.to_vec();
+    flagged[0] = 1; // compressed, but no grpc-encoding was named
+    let flagged = Bytes::from(flagged);
+    let mut short = good.to_vec();
+    short.pop(); // the prefix promises one byte more than comes
+    let short = Bytes::from(short);
+    for (what, frame) in [
+        ("good", good),
+        ("garbage", garbage),
+        ("flagged", flagged),
+        ("short", short),
+    ] {
+        let whole = raw_exchange(server.addr, FORWARD, std::slice::from_ref(&frame)).await;
+        for cuts in [&[5][..], &[2, 100], &[5, 6, 7, frame.len() - 1]] {
+            let pieces = raw_exchange(server.addr, FORWARD, &split(&frame, cuts)).await;
+            assert_eq!(
+                (&pieces.status, &pieces.message, &pieces.body),
+                (&whole.status, &whole.message, &whole.body),
+                "{what} cut at {cuts:?}"
+            );
+        }
+        let ok = whole.status == "0";
+        assert_eq!(
+            ok,
+            what == "good",
+            "{what}: {} {}",
+            whole.status,
+            whole.message
+        );
+        if ok {
+            let resp = ForwardResponse::decode(&whole.body[5..]).unwrap();
+            let got = expect(resp.output, &[6, 50], Kind::F32Raw);
+            let want = per_row(&x, 50, |r| log_softmax(r, 0.5));
+            assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-5));
+        }
+    }
+    server.stop().await.unwrap();
 }
 
 #[tokio::test]
