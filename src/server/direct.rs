@@ -7,27 +7,24 @@
 //! response that should be compressed, goes through tonic's own handler,
 //! which also serves every other method.
 
+use super::request::{self, PREFIX};
 use crate::proto::v1::softmax_service_server::SoftmaxServiceServer;
 use crate::service::{Reply, Softmax};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
-use futures::{future, stream, StreamExt};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::HeaderMap;
-use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
+use http_body_util::{BodyExt, Full};
 use std::convert::Infallible;
 use std::future::Future;
 use std::task::{Context, Poll};
 use tonic::body::Body;
-use tonic::codec::{Codec, Streaming};
 use tonic::server::NamedService;
 use tonic::Status;
 use tower::Service;
 
 const FORWARD: &str = "/softmax.v1.SoftmaxService/Forward";
 const BACKWARD: &str = "/softmax.v1.SoftmaxService/Backward";
-/// gRPC's message prefix: a compressed flag and a big-endian length.
-const PREFIX: usize = 5;
 
 /// Routes uncompressed unary Forward and Backward calls to the service's
 /// encoding handlers, everything else to tonic's generated server.
@@ -123,7 +120,7 @@ where
     Resp: prost::Message + Send + 'static,
     Fut: Future<Output = Result<Reply<Resp>, Status>>,
 {
-    let message = match request_message::<Req, Resp>(req.into_body(), max).await {
+    let message = match request::message::<Req, Resp>(req.into_body(), max).await {
         Ok(m) => m,
         Err(status) => return status.into_http(),
     };
@@ -136,47 +133,6 @@ where
         Ok(bytes) => answer(bytes),
         Err(status) => status.into_http(),
     }
-}
-
-/// The one request message of a unary call. When the first DATA frame is
-/// exactly one whole uncompressed message, the common case for requests
-/// up to the server's frame size, prost decodes it where h2 read it, so its
-/// `bytes` fields are views of that frame: tonic would first copy every
-/// frame into a decode buffer of its own. Anything else (a message over
-/// several frames, compressed, too large, malformed) is left to tonic's
-/// decoder, which then also owns every error message.
-async fn request_message<Req, Resp>(mut body: Body, max: usize) -> Result<Req, Status>
-where
-    Req: prost::Message + Default + Send + 'static,
-    Resp: prost::Message + Send + 'static,
-{
-    let first = body.frame().await;
-    if let Some(Ok(frame)) = &first {
-        if let Some(message) = frame.data_ref().and_then(|d| whole_message(d, max)) {
-            return Req::decode(message).map_err(|e| Status::internal(e.to_string()));
-        }
-    }
-    let replayed = match first {
-        None => Body::empty(),
-        Some(first) => Body::new(StreamBody::new(
-            stream::once(future::ready(first)).chain(BodyStream::new(body)),
-        )),
-    };
-    let decoder = tonic_prost::ProstCodec::<Resp, Req>::default().decoder();
-    let mut stream = Streaming::new_request(decoder, replayed, None, Some(max));
-    match stream.message().await {
-        Ok(Some(m)) => Ok(m),
-        Ok(None) => Err(Status::internal("Missing request message.")),
-        Err(status) => Err(status),
-    }
-}
-
-/// The payload of `data` when it is exactly one uncompressed gRPC message
-/// of at most `max` bytes, prefix included.
-fn whole_message(data: &Bytes, max: usize) -> Option<Bytes> {
-    let (&[flag, a, b, c, d], payload) = data.split_first_chunk::<PREFIX>()?;
-    let len = usize::try_from(u32::from_be_bytes([a, b, c, d])).ok()?;
-    (flag == 0 && len <= max && payload.len() == len).then(|| data.slice(PREFIX..))
 }
 
 /// A message as one gRPC length-prefixed message, refused past `max` bytes

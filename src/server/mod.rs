@@ -8,6 +8,7 @@ mod direct;
 pub mod health_check;
 mod limits;
 pub mod metrics;
+mod request;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
