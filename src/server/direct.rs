@@ -5,11 +5,13 @@
 //!
 //! Only uncompressed calls take this route: a compressed request, or a
 //! response that should be compressed, goes through tonic's own handler,
-//! which also serves every other method.
+//! which also serves every other method. The echo service takes the same
+//! route, so that it stays the ceiling of the transport softmaxd uses.
 
 use super::request::{self, PREFIX};
-use crate::proto::v1::softmax_service_server::SoftmaxServiceServer;
-use crate::service::{Reply, Softmax};
+use crate::proto::v1::softmax_service_server::{SoftmaxService, SoftmaxServiceServer};
+use crate::proto::v1::{BackwardRequest, BackwardResponse, ForwardRequest, ForwardResponse};
+use crate::service::{Echo, Reply, Softmax};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use http::header::{HeaderValue, CONTENT_TYPE};
@@ -26,29 +28,68 @@ use tower::Service;
 const FORWARD: &str = "/softmax.v1.SoftmaxService/Forward";
 const BACKWARD: &str = "/softmax.v1.SoftmaxService/Backward";
 
+/// A service whose unary Forward and Backward may answer with a response
+/// already encoded.
+pub trait Unary: SoftmaxService + Clone {
+    fn forward(
+        &self,
+        req: ForwardRequest,
+    ) -> impl Future<Output = Result<Reply<ForwardResponse>, Status>> + Send;
+    fn backward(
+        &self,
+        req: BackwardRequest,
+    ) -> impl Future<Output = Result<Reply<BackwardResponse>, Status>> + Send;
+}
+
+impl Unary for Softmax {
+    fn forward(
+        &self,
+        req: ForwardRequest,
+    ) -> impl Future<Output = Result<Reply<ForwardResponse>, Status>> + Send {
+        self.forward_unary(req, true)
+    }
+    fn backward(
+        &self,
+        req: BackwardRequest,
+    ) -> impl Future<Output = Result<Reply<BackwardResponse>, Status>> + Send {
+        self.backward_unary(req, true)
+    }
+}
+
+/// Echo answers with the request's own tensor, which prost then encodes
+/// as it would for any typed answer.
+impl Unary for Echo {
+    async fn forward(&self, req: ForwardRequest) -> Result<Reply<ForwardResponse>, Status> {
+        Ok(Reply::Message(Echo::forward_of(req)))
+    }
+    async fn backward(&self, req: BackwardRequest) -> Result<Reply<BackwardResponse>, Status> {
+        Ok(Reply::Message(Echo::backward_of(req)))
+    }
+}
+
 /// Routes uncompressed unary Forward and Backward calls to the service's
 /// encoding handlers, everything else to tonic's generated server.
 #[derive(Clone)]
-pub struct Direct {
-    softmax: Softmax,
-    generated: SoftmaxServiceServer<Softmax>,
+pub struct Direct<S: Unary> {
+    service: S,
+    generated: SoftmaxServiceServer<S>,
     /// Largest request and response message.
     max_message_bytes: usize,
     /// Responses are compressed for clients that accept it.
     compress_responses: bool,
 }
 
-impl Direct {
-    /// Serves `softmax` directly where it can, else through `generated`
+impl<S: Unary> Direct<S> {
+    /// Serves `service` directly where it can, else through `generated`
     /// (the same service with the server's limits and compression).
     pub fn new(
-        softmax: Softmax,
-        generated: SoftmaxServiceServer<Softmax>,
+        service: S,
+        generated: SoftmaxServiceServer<S>,
         max_message_bytes: usize,
         compress_responses: bool,
     ) -> Self {
         Self {
-            softmax,
+            service,
             generated,
             max_message_bytes,
             compress_responses,
@@ -69,11 +110,11 @@ impl Direct {
     }
 }
 
-impl NamedService for Direct {
-    const NAME: &'static str = <SoftmaxServiceServer<Softmax> as NamedService>::NAME;
+impl<S: Unary> NamedService for Direct<S> {
+    const NAME: &'static str = <SoftmaxServiceServer<S> as NamedService>::NAME;
 }
 
-impl Service<http::Request<Body>> for Direct {
+impl<S: Unary> Service<http::Request<Body>> for Direct<S> {
     type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
@@ -86,21 +127,23 @@ impl Service<http::Request<Body>> for Direct {
         if !self.plain(req.headers()) {
             return self.generated.call(req);
         }
-        let softmax = self.softmax.clone();
+        let service = self.service.clone();
         let max = self.max_message_bytes;
         match req.uri().path() {
             FORWARD => Box::pin(async move {
                 Ok(unary(
                     req,
                     max,
-                    |m| async move { softmax.forward_unary(m, true).await },
+                    |m| async move { Unary::forward(&service, m).await },
                 )
                 .await)
             }),
             BACKWARD => Box::pin(async move {
-                Ok(unary(req, max, |m| async move {
-                    softmax.backward_unary(m, true).await
-                })
+                Ok(unary(
+                    req,
+                    max,
+                    |m| async move { Unary::backward(&service, m).await },
+                )
                 .await)
             }),
             _ => self.generated.call(req),

@@ -127,14 +127,9 @@ pub async fn serve(
     // Echo mode (a benchmark baseline) swaps only the service behind the same stack.
     let server = if config.echo {
         tracing::warn!("echo mode: answering every call with its input, not computing softmax");
-        server.add_service(api::endpoint(Echo, &config))
+        server.add_service(direct(Echo, &config))
     } else {
-        server.add_service(direct::Direct::new(
-            softmax.clone(),
-            api::endpoint(softmax.clone(), &config),
-            config.max_message_bytes,
-            config.compress_responses,
-        ))
+        server.add_service(direct(softmax.clone(), &config))
     }
     .serve_with_incoming_shutdown(incoming, drain);
 
@@ -156,4 +151,15 @@ pub async fn serve(
             Ok(())
         }
     }
+}
+
+/// `service` behind the direct unary route, with the server's limits and
+/// compression.
+fn direct<S: direct::Unary>(service: S, config: &Config) -> direct::Direct<S> {
+    direct::Direct::new(
+        service.clone(),
+        api::endpoint(service, config),
+        config.max_message_bytes,
+        config.compress_responses,
+    )
 }

@@ -20,6 +20,20 @@ type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Echo;
 
+impl Echo {
+    /// A Forward answer: the logits.
+    pub fn forward_of(req: ForwardRequest) -> ForwardResponse {
+        ForwardResponse { output: req.logits }
+    }
+
+    /// A Backward answer: the output gradient.
+    pub fn backward_of(req: BackwardRequest) -> BackwardResponse {
+        BackwardResponse {
+            grad_logits: req.grad_output,
+        }
+    }
+}
+
 /// Jacobian requests carry `output` or `logits`; echo whichever is set.
 fn jacobian_of(req: JacobianRequest) -> JacobianResponse {
     JacobianResponse {
@@ -34,18 +48,14 @@ impl SoftmaxService for Echo {
         &self,
         req: Request<ForwardRequest>,
     ) -> Result<Response<ForwardResponse>, Status> {
-        Ok(Response::new(ForwardResponse {
-            output: req.into_inner().logits,
-        }))
+        Ok(Response::new(Echo::forward_of(req.into_inner())))
     }
 
     async fn backward(
         &self,
         req: Request<BackwardRequest>,
     ) -> Result<Response<BackwardResponse>, Status> {
-        Ok(Response::new(BackwardResponse {
-            grad_logits: req.into_inner().grad_output,
-        }))
+        Ok(Response::new(Echo::backward_of(req.into_inner())))
     }
 
     async fn jacobian(
