@@ -87,8 +87,11 @@ CASES=(
 
 compare() {
     start "$BIN/softmaxd" --listen "127.0.0.1:$PORT_SOFTMAXD"
+    local pid_softmaxd=$LAST_PID
     start "$BIN/softmaxd" --echo --listen "127.0.0.1:$PORT_ECHO"
+    local pid_echo=$LAST_PID
     start "$PY" bench/python_peer.py --port "$PORT_PYTHON"
+    local pid_python=$LAST_PID
     wait_port "$PORT_SOFTMAXD"
     wait_port "$PORT_ECHO"
     wait_port "$PORT_PYTHON"
@@ -98,16 +101,18 @@ compare() {
         local args=(--rpc "$rpc" --shape "$shape" --dtype "$dtype" --encoding "$enc" --concurrency "$CONCURRENCY")
         echo "-- $rpc [$shape] $dtype $enc" >&2
         bench "${args[@]}" --addr "127.0.0.1:$PORT_SOFTMAXD" \
-            --compare-echo "127.0.0.1:$PORT_ECHO" --rounds "$ROUNDS" >"$OUT/case$i-echo.json"
-        bench "${args[@]}" --addr "127.0.0.1:$PORT_PYTHON" >"$OUT/case$i-python.json"
+            --compare-echo "127.0.0.1:$PORT_ECHO" --rounds "$ROUNDS" \
+            --server-pid "$pid_softmaxd" --echo-pid "$pid_echo" >"$OUT/case$i-echo.json"
+        bench "${args[@]}" --addr "127.0.0.1:$PORT_PYTHON" --server-pid "$pid_python" \
+            >"$OUT/case$i-python.json"
         i=$((i + 1))
     done
     "$PY" - "$OUT" "${#CASES[@]}" <<'PYEOF'
 import json, sys
 out, n = sys.argv[1], int(sys.argv[2])
 print()
-print("| case | softmaxd calls/s | echo calls/s | python calls/s | softmaxd/echo | softmaxd/python | softmaxd p50 / p99 us | softmaxd MB/s |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| case | softmaxd calls/s | echo calls/s | python calls/s | softmaxd/echo | softmaxd/python | server CPU us/call: softmaxd, echo, python | echo/softmaxd by CPU | softmaxd p50 / p99 us | softmaxd MB/s |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for i in range(n):
     c = json.load(open(f"{out}/case{i}-echo.json"))
     p = json.load(open(f"{out}/case{i}-python.json"))
@@ -118,6 +123,8 @@ for i in range(n):
     flag = f" ({errs} errors)" if errs else ""
     print(f'| {name}{flag} | {s["calls_per_s"]:.0f} | {e["calls_per_s"]:.0f} | {p["calls_per_s"]:.0f} '
           f'| {c["ratio"]:.2f} | {s["calls_per_s"] / max(p["calls_per_s"], 1e-9):.1f} '
+          f'| {s["server_cpu_us_per_call"]:.0f}, {e["server_cpu_us_per_call"]:.0f}, {p["server_cpu_us_per_call"]:.0f} '
+          f'| {c["cpu_ratio"]:.2f} '
           f'| {s["latency_us"]["p50"]:.0f} / {s["latency_us"]["p99"]:.0f} | {s["mb_per_s"]:.0f} |')
 PYEOF
     cleanup

@@ -277,3 +277,38 @@ fn an_invalid_call_that_is_answered_is_unexpected() {
     assert_eq!(r["unexpected"], serde_json::json!({ "OK": 5 }), "{r}");
     assert_eq!(r["calls"], 5, "{r}");
 }
+
+#[tokio::test]
+async fn reports_the_servers_cpu_time_per_call_when_given_its_pid() {
+    let server = TestServer::start().await;
+    let plan = [
+        "--shape",
+        "64,1000",
+        "--duration",
+        "1",
+        "--concurrency",
+        "4",
+    ];
+    let plain = run_against(&server, &plan).await;
+    assert!(plain["server_cpu_us_per_call"].is_null(), "{plain}");
+    // The test server runs in this process, so its pid is ours (the load
+    // counts too, which does not matter here).
+    let pid = std::process::id().to_string();
+    let mut flags = plan.to_vec();
+    flags.extend_from_slice(&["--server-pid", &pid]);
+    let r = run_against(&server, &flags).await;
+    no_errors(&r);
+    let per_call = r["server_cpu_us_per_call"].as_f64().expect("per call");
+    let cores = r["server_cpu_cores"].as_f64().expect("cores");
+    let (calls, secs) = (
+        r["calls"].as_f64().unwrap(),
+        r["elapsed_s"].as_f64().unwrap(),
+    );
+    assert!(per_call > 0.0 && cores > 0.0, "{r}");
+    assert!(cores <= std::thread::available_parallelism().unwrap().get() as f64 + 0.5);
+    // Both are the same CPU time, divided differently.
+    let total = per_call * calls / 1e6;
+    assert!((total - cores * secs).abs() <= 1e-6 * total.max(1.0), "{r}");
+    assert!(BenchArgs::try_parse_from(["softmaxd-bench", "--echo-pid", "1"]).is_err());
+    server.stop().await.expect("clean stop");
+}

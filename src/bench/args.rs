@@ -53,6 +53,15 @@ pub struct BenchArgs {
     #[arg(long, value_name = "ADDR", conflicts_with = "in_process")]
     pub compare_echo: Option<String>,
 
+    /// Also report the server's CPU time per successful call and the cores
+    /// it kept busy, from /proc/PID/stat (Linux; the server runs here).
+    #[arg(long, value_name = "PID", conflicts_with = "in_process")]
+    pub server_pid: Option<u32>,
+
+    /// The same for the echo server of `--compare-echo`.
+    #[arg(long, value_name = "PID", requires = "compare_echo")]
+    pub echo_pid: Option<u32>,
+
     /// Start softmaxd and an echo server in this process on loopback (same
     /// settings) and compare them; `--addr` is ignored.
     #[arg(long)]

@@ -6,6 +6,7 @@
 use super::args::BenchArgs;
 use super::caller::{connect, Caller};
 use super::check;
+use super::cpu;
 use super::payload::Payload;
 use super::stats::{code_name, Stats};
 use bytes::Bytes;
@@ -24,6 +25,8 @@ pub struct Outcome {
     pub stats: Stats,
     /// From the end of the warm-up to the last answer.
     pub elapsed: Duration,
+    /// The server's CPU time over `elapsed`, when its pid was given.
+    pub server_cpu: Option<Duration>,
 }
 
 /// The schedule and bounds every worker follows.
@@ -89,6 +92,7 @@ pub async fn run(
     args: &BenchArgs,
     payload: &Payload,
     want: u64,
+    server_pid: Option<u32>,
 ) -> Result<Outcome, String> {
     let mut channels = Vec::new();
     for _ in 0..args.connections {
@@ -136,13 +140,32 @@ pub async fn run(
             tokio::spawn(worker(caller, i as u64, Arc::clone(&shared)))
         })
         .collect();
+    // Read when the measured part starts, on a task of its own so that no
+    // worker waits for it.
+    let cpu_at_start = server_pid.map(|pid| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(warmup_end).await;
+            cpu::used(pid)
+        })
+    });
     let mut stats = Stats::new();
     for w in futures::future::join_all(workers).await {
         stats.merge(&w.map_err(|e| format!("a load worker failed: {e}"))?);
     }
+    let elapsed = Instant::now().saturating_duration_since(warmup_end);
+    let server_cpu = match (server_pid, cpu_at_start) {
+        (Some(pid), Some(start)) => {
+            let start = start
+                .await
+                .map_err(|e| format!("reading the server's CPU time: {e}"))??;
+            Some(cpu::used(pid)?.saturating_sub(start))
+        }
+        _ => None,
+    };
     Ok(Outcome {
         stats,
-        elapsed: Instant::now().saturating_duration_since(warmup_end),
+        elapsed,
+        server_cpu,
     })
 }
 

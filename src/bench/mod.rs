@@ -7,6 +7,7 @@ mod caller;
 mod check;
 mod codec;
 pub mod compare;
+mod cpu;
 pub mod in_process;
 mod load;
 mod payload;
@@ -61,7 +62,14 @@ pub async fn execute(
     let payload = payload::build(args);
     match echo {
         None => {
-            let outcome = load::run(&target.addr, args, &payload, payload.response_values).await?;
+            let outcome = load::run(
+                &target.addr,
+                args,
+                &payload,
+                payload.response_values,
+                args.server_pid,
+            )
+            .await?;
             Ok(Output::Single(report::Report::new(
                 &target.label,
                 args,

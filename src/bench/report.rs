@@ -55,6 +55,12 @@ pub struct Report {
     /// Fixed-rate mode: sends more than 1 ms behind schedule.
     pub late_sends: u64,
     pub latency_us: Latency,
+    /// With `--server-pid`: the server's CPU time per successful call, in
+    /// microseconds (its CPU time over the measured part / `calls`).
+    pub server_cpu_us_per_call: Option<f64>,
+    /// With `--server-pid`: the server's CPU time over the measured part's
+    /// wall time (1.0 = one core kept busy).
+    pub server_cpu_cores: Option<f64>,
 }
 
 impl Report {
@@ -97,6 +103,10 @@ impl Report {
                 max: us(h.max()),
                 mean: h.mean() / 1e3,
             },
+            server_cpu_us_per_call: outcome
+                .server_cpu
+                .map(|c| c.as_secs_f64() * 1e6 / s.ok.max(1) as f64),
+            server_cpu_cores: outcome.server_cpu.map(|c| c.as_secs_f64() / secs),
         }
     }
 
@@ -135,6 +145,13 @@ impl Report {
             "  latency us: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}",
             l.p50, l.p90, l.p99, l.p999, l.max, l.mean
         );
+        if let (Some(per_call), Some(cores)) = (self.server_cpu_us_per_call, self.server_cpu_cores)
+        {
+            let _ = writeln!(
+                out,
+                "  server CPU: {per_call:.1} us per call, {cores:.2} cores busy"
+            );
+        }
         let _ = writeln!(out, "  errors: {}", by_code(&self.errors));
         if self.invalid_fraction > 0.0 {
             let _ = writeln!(
