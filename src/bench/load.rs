@@ -143,24 +143,25 @@ pub async fn run(
     // Read when the measured part starts, on a task of its own so that no
     // worker waits for it.
     let cpu_at_start = server_pid.map(|pid| {
-        tokio::spawn(async move {
+        let read = tokio::spawn(async move {
             tokio::time::sleep_until(warmup_end).await;
             cpu::used(pid)
-        })
+        });
+        (pid, read)
     });
     let mut stats = Stats::new();
     for w in futures::future::join_all(workers).await {
         stats.merge(&w.map_err(|e| format!("a load worker failed: {e}"))?);
     }
     let elapsed = Instant::now().saturating_duration_since(warmup_end);
-    let server_cpu = match (server_pid, cpu_at_start) {
-        (Some(pid), Some(start)) => {
+    let server_cpu = match cpu_at_start {
+        Some((pid, start)) => {
             let start = start
                 .await
                 .map_err(|e| format!("reading the server's CPU time: {e}"))??;
             Some(cpu::used(pid)?.saturating_sub(start))
         }
-        _ => None,
+        None => None,
     };
     Ok(Outcome {
         stats,

@@ -8,10 +8,10 @@
 //! which also serves every other method. The echo service takes the same
 //! route, so that it stays the ceiling of the transport softmaxd uses.
 
-use super::request::{self, PREFIX};
+use super::request;
 use crate::proto::v1::softmax_service_server::{SoftmaxService, SoftmaxServiceServer};
 use crate::proto::v1::{BackwardRequest, BackwardResponse, ForwardRequest, ForwardResponse};
-use crate::service::{Echo, Reply, Softmax};
+use crate::service::{Echo, Reply, Softmax, PREFIX};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use http::header::{HeaderValue, CONTENT_TYPE};

@@ -12,6 +12,7 @@
 //! byte, into tonic's decoder, which keeps owning every error message.
 
 use crate::service::buffers::Pool;
+use crate::service::PREFIX;
 use bytes::Bytes;
 use futures::{stream, StreamExt};
 use http_body::Frame;
@@ -19,9 +20,6 @@ use http_body_util::{BodyExt, BodyStream, StreamBody};
 use tonic::body::Body;
 use tonic::codec::{Codec, Streaming};
 use tonic::Status;
-
-/// gRPC's message prefix: a compressed flag and a big-endian length.
-pub const PREFIX: usize = 5;
 
 /// Buffers of messages that spanned several frames, for the next such call.
 static ASSEMBLED: Pool<u8> = Pool::new();

@@ -20,7 +20,7 @@ const SHAPE_FIELD: u32 = 1;
 /// BackwardResponse (`grad_logits`).
 pub const RESULT_FIELD: u32 = 1;
 /// gRPC's message prefix: a compressed flag and a big-endian length.
-const PREFIX: usize = 5;
+pub const PREFIX: usize = 5;
 
 /// A unary answer: a message for tonic to encode, or one already encoded as
 /// a whole gRPC length-prefixed message.
