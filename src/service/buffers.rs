@@ -50,18 +50,28 @@ impl<F: Copy + Default> Pool<F> {
         vec![F::default(); n]
     }
 
-    /// Keeps `v` for a later `take`, unless it is small or the pool is full.
+    /// Keeps `v` for a later `take`, unless it is small or larger than the
+    /// whole pool. A full pool drops its oldest buffers to make room: the
+    /// newest fits the calls being served now, while a pool that refused it
+    /// would keep serving nothing but misses once a different workload (a
+    /// burst of typed [64,1000] calls before raw [256,4096] ones, say) had
+    /// filled it with buffers of the wrong size.
     pub fn give(&self, v: Vec<F>) {
         let size = bytes::<F>(v.capacity());
-        if size < MIN_BYTES {
+        if !(MIN_BYTES..=MAX_IDLE_BYTES).contains(&size) {
             return;
         }
+        let mut evicted = Vec::new();
         if let Ok(mut idle) = self.idle.lock() {
-            let held: usize = idle.iter().map(|b| bytes::<F>(b.capacity())).sum();
-            if idle.len() < MAX_IDLE && held + size <= MAX_IDLE_BYTES {
-                idle.push(v);
+            idle.push(v);
+            let mut held: usize = idle.iter().map(|b| bytes::<F>(b.capacity())).sum();
+            while idle.len() > MAX_IDLE || held > MAX_IDLE_BYTES {
+                let oldest = idle.remove(0);
+                held -= bytes::<F>(oldest.capacity());
+                evicted.push(oldest);
             }
         }
+        // `evicted` is freed here, after the lock is released.
     }
 
     /// The smallest idle buffer that holds `n` values without wasting more
@@ -123,15 +133,25 @@ mod tests {
     }
 
     #[test]
-    fn bounds_what_it_keeps() {
+    fn bounds_what_it_keeps_and_makes_room_for_the_newest() {
         let pool = Pool::<f32>::new();
         for _ in 0..MAX_IDLE + 4 {
             pool.give(vec![0.0; 1 << 16]);
         }
         assert_eq!(pool.idle(), MAX_IDLE);
+        // A full pool of small buffers still takes a large one, which the
+        // next large call gets back.
+        pool.give(vec![5.0f32; 1 << 20]);
+        assert_eq!(pool.idle(), MAX_IDLE);
+        // A fresh vector would be zeros (its address might even match).
+        assert_eq!(pool.take(1 << 20)[0], 5.0, "the newest is kept");
+
         let big = Pool::<f32>::new();
-        big.give(vec![0.0; MAX_IDLE_BYTES / 4]);
         big.give(vec![0.0; 1 << 16]);
+        big.give(vec![0.0; MAX_IDLE_BYTES / 4]);
         assert_eq!(big.idle(), 1, "the byte cap is respected");
+        assert_eq!(big.take(MAX_IDLE_BYTES / 4).len(), MAX_IDLE_BYTES / 4);
+        big.give(vec![0.0; MAX_IDLE_BYTES / 4 + 1]);
+        assert_eq!(big.idle(), 0, "larger than the whole pool: not kept");
     }
 }
