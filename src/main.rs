@@ -5,6 +5,10 @@ use clap::Parser;
 use softmaxd::server::{self, Cli, Command};
 use std::process::ExitCode;
 
+/// See Cargo.toml: steadier and faster than glibc's for tensor-sized blocks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
