@@ -11,12 +11,14 @@
 use super::request;
 use crate::proto::v1::softmax_service_server::{SoftmaxService, SoftmaxServiceServer};
 use crate::proto::v1::{BackwardRequest, BackwardResponse, ForwardRequest, ForwardResponse};
-use crate::service::{Echo, Reply, Softmax, PREFIX};
+use crate::service::{Echo, Encoded, Reply, Softmax, PREFIX};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
+use futures::stream;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::HeaderMap;
-use http_body_util::{BodyExt, Full};
+use http_body::Frame;
+use http_body_util::StreamBody;
 use std::convert::Infallible;
 use std::future::Future;
 use std::task::{Context, Poll};
@@ -168,12 +170,12 @@ where
         Err(status) => return status.into_http(),
     };
     let encoded = match handle(message).await {
-        Ok(Reply::Encoded(bytes)) => Ok(bytes),
-        Ok(Reply::Message(m)) => encode(&m, max),
+        Ok(Reply::Encoded(Encoded { head, values })) => Ok([head, values]),
+        Ok(Reply::Message(m)) => encode(&m, max).map(|whole| [whole, Bytes::new()]),
         Err(status) => Err(status),
     };
     match encoded {
-        Ok(bytes) => answer(bytes),
+        Ok(parts) => answer(parts),
         Err(status) => status.into_http(),
     }
 }
@@ -197,11 +199,18 @@ fn encode(m: &impl prost::Message, max: usize) -> Result<Bytes, Status> {
     Ok(buf.freeze())
 }
 
-/// A successful gRPC response carrying `message` (prefix included).
-fn answer(message: Bytes) -> http::Response<Body> {
+/// A successful gRPC response carrying one message (prefix included), sent
+/// as its non-empty `parts` in order.
+fn answer(parts: [Bytes; 2]) -> http::Response<Body> {
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
-    let body = Full::new(message).with_trailers(std::future::ready(Some(Ok(trailers))));
+    let frames = parts
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .map(Frame::data)
+        .chain([Frame::trailers(trailers)])
+        .map(Ok::<_, Infallible>);
+    let body = StreamBody::new(stream::iter(frames));
     let mut response = http::Response::new(Body::new(body));
     response
         .headers_mut()

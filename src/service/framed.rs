@@ -1,16 +1,21 @@
-//! Responses the service encodes itself: a raw tensor's results computed
+//! Responses the service encodes itself: a tensor's results computed
 //! straight into the gRPC message that carries them.
 //!
-//! Through tonic, a raw result tensor is written twice: once by the kernel,
+//! Through tonic, a result tensor is written twice: once by the kernel,
 //! once more when prost copies the field into tonic's encode buffer, a cold
 //! read and a cold write of the whole tensor (12% of a Forward [256,4096]
-//! call). Here the kernel's output slice already sits inside the encoded
-//! message: a 5-byte gRPC prefix and the protobuf keys and lengths are laid
-//! out in front of it, placed so that the values start aligned, and the
-//! buffer is handed to h2 as is.
+//! call). Here the kernel writes the values into a recycled buffer that is
+//! sent as it is, right behind a few bytes holding the 5-byte gRPC prefix
+//! and the protobuf keys and lengths. A packed typed field is the same
+//! little-endian values behind the same key layout as a raw one, so both
+//! are framed here.
+//!
+//! The head travels apart from the values (h2 writes both in one `writev`)
+//! so that a values buffer is exactly the tensor's size: any recycled
+//! buffer of that size fits, whichever use it came from.
 
 use super::error::Error;
-use super::tensor::{pod_bytes, Wire};
+use super::tensor::{pod_bytes, Encoding, Wire};
 use bytes::Bytes;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, uint32, WireType};
 
@@ -27,7 +32,15 @@ pub const PREFIX: usize = 5;
 #[derive(Debug)]
 pub enum Reply<M> {
     Message(M),
-    Encoded(Bytes),
+    Encoded(Encoded),
+}
+
+/// One gRPC length-prefixed message in two parts, to be sent one after the
+/// other: the prefix and every byte before the values, then the values.
+#[derive(Debug)]
+pub struct Encoded {
+    pub head: Bytes,
+    pub values: Bytes,
 }
 
 impl<M> Reply<M> {
@@ -35,7 +48,7 @@ impl<M> Reply<M> {
     pub fn map<N>(self, f: impl FnOnce(M) -> N) -> Reply<N> {
         match self {
             Reply::Message(m) => Reply::Message(f(m)),
-            Reply::Encoded(b) => Reply::Encoded(b),
+            Reply::Encoded(e) => Reply::Encoded(e),
         }
     }
 
@@ -50,28 +63,26 @@ impl<M> Reply<M> {
     }
 }
 
-/// A response message `{ RESULT_FIELD: Tensor { shape, <F>_le } }` being
-/// filled: its values are a recycled `Vec<F>`, with the encoded prefix and
-/// keys in the bytes just before them.
+/// A response message `{ RESULT_FIELD: Tensor { shape, <F> or <F>_le } }`
+/// being filled: its values are a recycled `Vec<F>`, its prefix and keys
+/// are already encoded.
 pub struct Framed<F: Wire> {
-    buf: Vec<F>,
-    /// Elements before the values, holding the prefix and keys at their end.
-    lead: usize,
-    /// Bytes of prefix and keys.
-    head: usize,
+    head: Vec<u8>,
+    values: Vec<F>,
 }
 
 impl<F: Wire> Framed<F> {
-    /// Room for the `n` raw values of a result tensor of `shape`, or `None`
-    /// where tonic's own encoding must do: no values (proto3 leaves the field
-    /// out), a big-endian host, or a message over gRPC's 4 GiB length.
-    pub fn new(shape: &[u32], n: usize) -> Option<Self> {
-        let width = std::mem::size_of::<F>();
-        let data = n.checked_mul(width)?;
+    /// Room for the `n` values of a result tensor of `shape` in `encoding`,
+    /// or `None` where tonic's own encoding must do: no values (proto3 leaves
+    /// the field out), a big-endian host, or a message over gRPC's 4 GiB
+    /// length.
+    pub fn new(shape: &[u32], n: usize, encoding: Encoding) -> Option<Self> {
+        let data = n.checked_mul(std::mem::size_of::<F>())?;
         if n == 0 || cfg!(target_endian = "big") {
             return None;
         }
-        let data_key = key_len(F::LE_FIELD) + encoded_len_varint(data as u64);
+        let field = F::field(encoding);
+        let data_key = key_len(field) + encoded_len_varint(data as u64);
         let tensor = uint32::encoded_len_packed(SHAPE_FIELD, shape) + data_key + data;
         let message = key_len(RESULT_FIELD) + encoded_len_varint(tensor as u64) + tensor;
         let message_prefix = u32::try_from(message).ok()?.to_be_bytes();
@@ -82,30 +93,26 @@ impl<F: Wire> Framed<F> {
         encode_key(RESULT_FIELD, WireType::LengthDelimited, &mut head);
         encode_varint(tensor as u64, &mut head);
         uint32::encode_packed(SHAPE_FIELD, shape, &mut head);
-        encode_key(F::LE_FIELD, WireType::LengthDelimited, &mut head);
+        encode_key(field, WireType::LengthDelimited, &mut head);
         encode_varint(data as u64, &mut head);
-
-        let lead = head.len().div_ceil(width);
-        let mut buf = F::pool().take(lead.checked_add(n)?);
-        let lead_bytes: &mut [u8] = bytemuck::cast_slice_mut(buf.get_mut(..lead)?);
-        let at = lead_bytes.len() - head.len();
-        lead_bytes.get_mut(at..)?.copy_from_slice(&head);
         Some(Self {
-            buf,
-            lead,
-            head: head.len(),
+            head,
+            values: F::pool().take(n),
         })
     }
 
     /// The values, for the kernel to write.
     pub fn values_mut(&mut self) -> &mut [F] {
-        self.buf.get_mut(self.lead..).unwrap_or_default()
+        &mut self.values
     }
 
-    /// The whole encoded message; its buffer returns to the pool once sent.
-    pub fn finish(self) -> Bytes {
-        let start = self.lead * std::mem::size_of::<F>() - self.head;
-        pod_bytes(self.buf).slice(start..)
+    /// The whole encoded message; its values buffer returns to the pool once
+    /// sent.
+    pub fn finish(self) -> Encoded {
+        Encoded {
+            head: Bytes::from(self.head),
+            values: pod_bytes(self.values),
+        }
     }
 }
 
@@ -116,14 +123,11 @@ mod tests {
     use prost::Message;
 
     /// Fills a Framed with `v` and splits the result into prefix and message.
-    fn framed<F: Wire>(shape: &[u32], v: &[F]) -> (Vec<u8>, Bytes) {
-        let mut f = Framed::<F>::new(shape, v.len()).expect("framed");
-        assert_eq!(
-            f.values_mut().as_ptr() as usize % std::mem::align_of::<F>(),
-            0
-        );
+    fn framed<F: Wire>(shape: &[u32], v: &[F], encoding: Encoding) -> (Vec<u8>, Bytes) {
+        let mut f = Framed::<F>::new(shape, v.len(), encoding).expect("framed");
         f.values_mut().copy_from_slice(v);
-        let all = f.finish();
+        let Encoded { head, values } = f.finish();
+        let all = Bytes::from([&head[..], &values[..]].concat());
         (all.slice(..PREFIX).to_vec(), all.slice(PREFIX..))
     }
 
@@ -135,25 +139,39 @@ mod tests {
             (vec![200, 300], 60000),
         ] {
             let v: Vec<f32> = (0..n).map(|i| i as f32 * 0.25 - 3.0).collect();
-            let (prefix, msg) = framed(&shape, &v);
-            assert_eq!(prefix[0], 0, "not compressed");
-            assert_eq!(&prefix[1..], &(msg.len() as u32).to_be_bytes());
-            let want = Tensor {
+            let raw = Tensor {
                 shape: shape.clone(),
                 f32_le: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
                 ..Tensor::default()
             };
-            let got = ForwardResponse::decode(msg.clone()).unwrap();
-            assert_eq!(got.output.as_ref(), Some(&want), "shape {shape:?}");
-            let canonical = ForwardResponse { output: Some(want) }.encode_to_vec();
-            assert_eq!(&msg[..], &canonical[..], "byte for byte, shape {shape:?}");
+            let typed = Tensor {
+                shape: shape.clone(),
+                f32: v.clone(),
+                ..Tensor::default()
+            };
+            for (encoding, want) in [(Encoding::Raw, raw), (Encoding::Typed, typed)] {
+                let (prefix, msg) = framed(&shape, &v, encoding);
+                assert_eq!(prefix[0], 0, "not compressed");
+                assert_eq!(&prefix[1..], &(msg.len() as u32).to_be_bytes());
+                let got = ForwardResponse::decode(msg.clone()).unwrap();
+                let what = format!("{encoding:?}, shape {shape:?}");
+                assert_eq!(got.output.as_ref(), Some(&want), "{what}");
+                let canonical = ForwardResponse { output: Some(want) }.encode_to_vec();
+                assert_eq!(&msg[..], &canonical[..], "byte for byte, {what}");
+            }
         }
     }
 
     #[test]
     fn f64_values_go_in_f64_le_of_a_backward_response() {
         let v = [1.5f64, -2.0, 1e300];
-        let (_, msg) = framed(&[3], &v);
+        let (_, typed) = framed(&[3], &v, Encoding::Typed);
+        let got = BackwardResponse::decode(typed)
+            .unwrap()
+            .grad_logits
+            .unwrap();
+        assert_eq!((got.shape, got.f64), (vec![3], v.to_vec()));
+        let (_, msg) = framed(&[3], &v, Encoding::Raw);
         let got = BackwardResponse::decode(msg).unwrap().grad_logits.unwrap();
         assert_eq!(got.shape, vec![3]);
         assert!(got.f32_le.is_empty());
@@ -167,6 +185,7 @@ mod tests {
 
     #[test]
     fn no_values_are_left_to_tonic() {
-        assert!(Framed::<f32>::new(&[0, 7], 0).is_none());
+        assert!(Framed::<f32>::new(&[0, 7], 0, Encoding::Raw).is_none());
+        assert!(Framed::<f64>::new(&[0], 0, Encoding::Typed).is_none());
     }
 }

@@ -12,7 +12,7 @@
 
 use super::error::Error;
 use super::framed::{Framed, Reply};
-use super::tensor::{copy_le, to_tensor, Encoding, Input, Wire};
+use super::tensor::{copy_le, to_tensor, Input, Wire};
 use crate::proto::v1::Tensor;
 use bytes::{Buf, Bytes, BytesMut};
 use std::marker::PhantomData;
@@ -136,11 +136,11 @@ pub enum Target<F: Wire> {
 }
 
 impl<F: Wire> Target<F> {
-    /// For `x`: an encoded response when `encode` asks for one and `x` came
-    /// raw, else `x`'s request bytes if they can be taken, else a buffer.
+    /// For `x`: an encoded response when `encode` asks for one, else `x`'s
+    /// request bytes if they can be taken, else a buffer.
     pub fn of(x: &mut Input<F>, encode: bool) -> Self {
-        if encode && x.encoding == Encoding::Raw {
-            if let Some(framed) = Framed::new(&x.wire_dims(), x.len()) {
+        if encode {
+            if let Some(framed) = Framed::new(&x.wire_dims(), x.len(), x.encoding) {
                 return Target::Framed(framed);
             }
         }

@@ -184,6 +184,18 @@ pub trait Wire: Element + bytemuck::Pod {
     /// Field number of this type's raw field in `Tensor`.
     const LE_FIELD: u32;
 
+    /// Field number of this type's typed (packed repeated) field in `Tensor`.
+    const TYPED_FIELD: u32;
+
+    /// The `Tensor` field holding this type's values in `encoding`. Packed,
+    /// both carry the same little-endian bytes behind the same key layout.
+    fn field(encoding: Encoding) -> u32 {
+        match encoding {
+            Encoding::Typed => Self::TYPED_FIELD,
+            Encoding::Raw => Self::LE_FIELD,
+        }
+    }
+
     /// Takes this type's values out of a tensor: (typed values, raw bytes).
     fn take(t: &mut Tensor) -> (Vec<Self>, Bytes);
 
@@ -214,6 +226,7 @@ static F64_POOL: Pool<f64> = Pool::new();
 impl Wire for f32 {
     const DTYPE: Dtype = Dtype::F32;
     const LE_FIELD: u32 = 4;
+    const TYPED_FIELD: u32 = 2;
 
     fn take(t: &mut Tensor) -> (Vec<Self>, Bytes) {
         (std::mem::take(&mut t.f32), std::mem::take(&mut t.f32_le))
@@ -239,6 +252,7 @@ impl Wire for f32 {
 impl Wire for f64 {
     const DTYPE: Dtype = Dtype::F64;
     const LE_FIELD: u32 = 5;
+    const TYPED_FIELD: u32 = 3;
 
     fn take(t: &mut Tensor) -> (Vec<Self>, Bytes) {
         (std::mem::take(&mut t.f64), std::mem::take(&mut t.f64_le))
