@@ -1,7 +1,7 @@
 //! The SoftmaxService endpoint with unary Forward and Backward answered
-//! directly: the service computes raw results straight into the encoded
-//! response, which goes to h2 as it is, with no second copy through tonic's
-//! encoder (see `service::Reply`).
+//! directly: the service computes results (raw or typed) straight into the
+//! encoded response, which goes to h2 as it is, with no second copy through
+//! tonic's encoder (see `service::Reply`).
 //!
 //! Only uncompressed calls take this route: a compressed request, or a
 //! response that should be compressed, goes through tonic's own handler,
