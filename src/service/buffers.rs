@@ -83,7 +83,9 @@ impl<F: Copy + Default> Pool<F> {
             .enumerate()
             .filter(|(_, b)| b.capacity() >= n && b.capacity() / 2 <= n)
             .min_by_key(|(_, b)| b.capacity())?;
-        Some(idle.swap_remove(i))
+        // `remove`, not `swap_remove`: `give` evicts from the front, so the
+        // idle list must stay in the order buffers came back.
+        Some(idle.remove(i))
     }
 
     /// Number of idle buffers (for tests).
