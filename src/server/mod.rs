@@ -3,6 +3,7 @@
 
 mod api;
 pub mod auth;
+pub mod coalesce;
 pub mod config;
 mod direct;
 pub mod health_check;
@@ -19,6 +20,7 @@ use crate::service::{self, Echo, Softmax};
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
@@ -69,7 +71,9 @@ pub async fn serve(
         .build_v1alpha()?;
     let keepalive =
         (config.http2_keepalive > 0).then(|| Duration::from_secs(config.http2_keepalive));
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(config.tcp_nodelay));
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(config.tcp_nodelay))
+        .map(|accepted| accepted.map(coalesce::Coalesced::new));
 
     // Drain first, then let tonic stop accepting and wait for in-flight calls.
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
