@@ -40,12 +40,14 @@ pub async fn connect(addr: &str, args: &BenchArgs) -> Result<Channel, String> {
 /// own: many calls' requests then share one `writev`, and the tool spends
 /// its core on calls rather than on the loopback's transmit path.
 async fn dial(uri: Uri) -> std::io::Result<TokioIo<Coalesced<TcpStream>>> {
-    let authority = uri.authority().map_or("", |a| a.as_str());
-    let tcp = if uri.port_u16().is_some() {
-        TcpStream::connect(authority).await?
+    let host = uri.host().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let default_port = if uri.scheme_str() == Some("https") {
+        443
     } else {
-        TcpStream::connect((authority, 80)).await?
+        80
     };
+    let tcp = TcpStream::connect((host, uri.port_u16().unwrap_or(default_port))).await?;
     tcp.set_nodelay(true)?;
     Ok(TokioIo::new(Coalesced::new(tcp)))
 }

@@ -25,6 +25,10 @@ const COPY_LIMIT: usize = 16 * 1024;
 /// Once this much waits, a copy first sends what is buffered.
 const PENDING_LIMIT: usize = 256 * 1024;
 
+/// A drained buffer keeps at most this much capacity, so that an idle
+/// connection does not hold on to the largest spell it ever had.
+const KEEP_CAPACITY: usize = 32 * 1024;
+
 /// Vectored writes pass on at most this many of the caller's slices (plus the
 /// buffer), as tokio's own `writev` takes at most 64.
 const MAX_SLICES: usize = 63;
@@ -59,6 +63,9 @@ impl<S> Coalesced<S> {
         self.sent += n;
         if self.sent >= self.pending.len() {
             self.pending.clear();
+            if self.pending.capacity() > KEEP_CAPACITY {
+                self.pending = Vec::new();
+            }
             self.sent = 0;
             self.deferred = false;
         }
@@ -367,6 +374,27 @@ mod tests {
         write(&mut c, &mut cx, &chunk);
         assert_eq!(c.inner.bytes().len(), PENDING_LIMIT);
         assert_eq!(c.pending.len(), COPY_LIMIT);
+    }
+
+    #[test]
+    fn a_drained_buffer_gives_back_a_large_capacity_and_keeps_a_small_one() {
+        let (_, waker) = context();
+        let mut cx = Context::from_waker(&waker);
+        let mut c = Coalesced::new(Socket::default());
+        write(&mut c, &mut cx, &[0u8; 1000]);
+        flush(&mut c, &mut cx);
+        flush(&mut c, &mut cx);
+        assert!(
+            c.pending.capacity() >= 1000,
+            "a small spell's buffer is kept"
+        );
+        for _ in 0..4 {
+            write(&mut c, &mut cx, &vec![0u8; COPY_LIMIT]);
+        }
+        flush(&mut c, &mut cx);
+        flush(&mut c, &mut cx);
+        assert_eq!(c.inner.bytes().len(), 1000 + 4 * COPY_LIMIT);
+        assert_eq!(c.pending.capacity(), 0, "a large spell's buffer is freed");
     }
 
     proptest::proptest! {
