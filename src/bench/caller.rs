@@ -49,7 +49,7 @@ async fn dial(uri: Uri) -> std::io::Result<TokioIo<Coalesced<TcpStream>>> {
     };
     let tcp = TcpStream::connect((host, uri.port_u16().unwrap_or(default_port))).await?;
     tcp.set_nodelay(true)?;
-    Ok(TokioIo::new(Coalesced::new(tcp)))
+    Ok(TokioIo::new(Coalesced::new(tcp, true)))
 }
 
 fn path(rpc: Rpc) -> PathAndQuery {

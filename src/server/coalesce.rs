@@ -43,15 +43,19 @@ pub struct Coalesced<S> {
     sent: usize,
     /// A flush found bytes waiting and woke the task instead of writing.
     deferred: bool,
+    /// Off: every call goes straight to `inner` (`--coalesce-writes false`).
+    enabled: bool,
 }
 
 impl<S> Coalesced<S> {
-    pub fn new(inner: S) -> Self {
+    /// `inner`, with its writes gathered if `enabled`.
+    pub fn new(inner: S, enabled: bool) -> Self {
         Self {
             inner,
             pending: Vec::new(),
             sent: 0,
             deferred: false,
+            enabled,
         }
     }
 
@@ -150,7 +154,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let len: usize = bufs.iter().map(|b| b.len()).sum();
-        if len > COPY_LIMIT {
+        if len > COPY_LIMIT || !this.enabled {
             return this.poll_write_behind(cx, bufs);
         }
         if this.unsent().len() + len > PENDING_LIMIT {
@@ -305,7 +309,7 @@ mod tests {
     fn small_writes_wait_for_the_second_flush_and_leave_in_one_write() {
         let (wakes, waker) = context();
         let mut cx = Context::from_waker(&waker);
-        let mut c = Coalesced::new(Socket::default());
+        let mut c = Coalesced::new(Socket::default(), true);
         assert_eq!(write(&mut c, &mut cx, b"headers+data"), 12);
         flush(&mut c, &mut cx);
         assert!(c.inner.writes.is_empty(), "the first flush writes nothing");
@@ -321,10 +325,25 @@ mod tests {
     }
 
     #[test]
+    fn switched_off_every_write_goes_straight_to_the_socket() {
+        let (wakes, waker) = context();
+        let mut cx = Context::from_waker(&waker);
+        let mut c = Coalesced::new(Socket::default(), false);
+        write(&mut c, &mut cx, b"headers+data");
+        write(&mut c, &mut cx, b"trailers");
+        assert_eq!(
+            c.inner.writes,
+            vec![b"headers+data".to_vec(), b"trailers".to_vec()]
+        );
+        flush(&mut c, &mut cx);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
     fn a_read_sends_what_a_flush_left_for_later() {
         let (_, waker) = context();
         let mut cx = Context::from_waker(&waker);
-        let mut c = Coalesced::new(Socket::default());
+        let mut c = Coalesced::new(Socket::default(), true);
         write(&mut c, &mut cx, b"answer");
         flush(&mut c, &mut cx);
         assert!(c.inner.writes.is_empty());
@@ -338,7 +357,7 @@ mod tests {
     fn a_large_write_goes_behind_the_buffered_bytes_without_a_copy_of_its_own() {
         let (_, waker) = context();
         let mut cx = Context::from_waker(&waker);
-        let mut c = Coalesced::new(Socket::default());
+        let mut c = Coalesced::new(Socket::default(), true);
         write(&mut c, &mut cx, b"head");
         let large = vec![7u8; COPY_LIMIT + 1];
         assert_eq!(write(&mut c, &mut cx, &large), large.len());
@@ -351,7 +370,7 @@ mod tests {
     fn shutdown_sends_the_buffered_bytes_first() {
         let (_, waker) = context();
         let mut cx = Context::from_waker(&waker);
-        let mut c = Coalesced::new(Socket::default());
+        let mut c = Coalesced::new(Socket::default(), true);
         write(&mut c, &mut cx, b"goaway");
         assert!(matches!(
             Pin::new(&mut c).poll_shutdown(&mut cx),
@@ -365,7 +384,7 @@ mod tests {
     fn the_buffer_is_sent_before_it_grows_past_its_limit() {
         let (_, waker) = context();
         let mut cx = Context::from_waker(&waker);
-        let mut c = Coalesced::new(Socket::default());
+        let mut c = Coalesced::new(Socket::default(), true);
         let chunk = vec![1u8; COPY_LIMIT];
         for _ in 0..PENDING_LIMIT / COPY_LIMIT {
             write(&mut c, &mut cx, &chunk);
@@ -380,7 +399,7 @@ mod tests {
     fn a_drained_buffer_gives_back_a_large_capacity_and_keeps_a_small_one() {
         let (_, waker) = context();
         let mut cx = Context::from_waker(&waker);
-        let mut c = Coalesced::new(Socket::default());
+        let mut c = Coalesced::new(Socket::default(), true);
         write(&mut c, &mut cx, &[0u8; 1000]);
         flush(&mut c, &mut cx);
         flush(&mut c, &mut cx);
@@ -410,7 +429,7 @@ mod tests {
         ) {
             let (_, waker) = context();
             let mut cx = Context::from_waker(&waker);
-            let mut c = Coalesced::new(Socket { limit, stall, ..Socket::default() });
+            let mut c = Coalesced::new(Socket { limit, stall, ..Socket::default() }, true);
             let mut expected = Vec::new();
             for (i, size) in sizes.iter().enumerate() {
                 let data: Vec<u8> = (0..*size).map(|j| (i * 31 + j) as u8).collect();

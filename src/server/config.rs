@@ -114,6 +114,11 @@ pub struct Config {
     #[arg(long, env = "SOFTMAXD_TCP_NODELAY", default_value_t = true, action = clap::ArgAction::Set)]
     pub tcp_nodelay: bool,
 
+    /// Gather each connection's small writes (answers under 16 KiB, trailers)
+    /// into one `writev` per busy spell instead of two per answer.
+    #[arg(long, env = "SOFTMAXD_COALESCE_WRITES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub coalesce_writes: bool,
+
     /// Compress responses (gzip or zstd) for clients that accept it. Off by
     /// default: float tensors shrink little, gzip costs many times the
     /// softmax itself, and some clients (grpc-js) accept gzip on every call.

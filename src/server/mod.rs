@@ -71,9 +71,10 @@ pub async fn serve(
         .build_v1alpha()?;
     let keepalive =
         (config.http2_keepalive > 0).then(|| Duration::from_secs(config.http2_keepalive));
+    let coalesce = config.coalesce_writes;
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(config.tcp_nodelay))
-        .map(|accepted| accepted.map(coalesce::Coalesced::new));
+        .map(move |accepted| accepted.map(|tcp| coalesce::Coalesced::new(tcp, coalesce)));
 
     // Drain first, then let tonic stop accepting and wait for in-flight calls.
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
