@@ -29,8 +29,9 @@ const PENDING_LIMIT: usize = 256 * 1024;
 /// connection does not hold on to the largest spell it ever had.
 const KEEP_CAPACITY: usize = 32 * 1024;
 
-/// Vectored writes pass on at most this many of the caller's slices (plus the
-/// buffer), as tokio's own `writev` takes at most 64.
+/// Vectored writes pass on at most this many of the caller's slices, so
+/// that with the buffer in front they stay within the 64 that h2's writer
+/// (tokio-util's `poll_write_buf`) gathers itself.
 const MAX_SLICES: usize = 63;
 
 /// `inner` with its small writes gathered; see the module doc.
