@@ -104,12 +104,17 @@ impl<S: AsyncWrite + Unpin> Coalesced<S> {
             if waiting == 0 {
                 return Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
             }
-            let mut slices = Vec::with_capacity(bufs.len() + 1);
-            slices.push(IoSlice::new(
-                self.pending.get(self.sent..).unwrap_or_default(),
-            ));
-            slices.extend(bufs.iter().map(|b| IoSlice::new(b)));
-            let n = ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, &slices))?;
+            // On the stack: this runs for every large frame.
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES + 1];
+            let mut used = 0;
+            let parts = std::iter::once(self.pending.get(self.sent..).unwrap_or_default())
+                .chain(bufs.iter().map(|b| &**b));
+            for (slot, part) in slices.iter_mut().zip(parts) {
+                *slot = IoSlice::new(part);
+                used += 1;
+            }
+            let slices = slices.get(..used).unwrap_or_default();
+            let n = ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, slices))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
