@@ -170,12 +170,12 @@ where
         Err(status) => return status.into_http(),
     };
     let encoded = match handle(message).await {
-        Ok(Reply::Encoded(Encoded { head, values })) => Ok([head, values]),
-        Ok(Reply::Message(m)) => encode(&m, max).map(|whole| [whole, Bytes::new()]),
+        Ok(Reply::Encoded(Encoded { message })) => Ok(message),
+        Ok(Reply::Message(m)) => encode(&m, max),
         Err(status) => Err(status),
     };
     match encoded {
-        Ok(parts) => answer(parts),
+        Ok(message) => answer(message),
         Err(status) => status.into_http(),
     }
 }
@@ -199,17 +199,11 @@ fn encode(m: &impl prost::Message, max: usize) -> Result<Bytes, Status> {
     Ok(buf.freeze())
 }
 
-/// A successful gRPC response carrying one message (prefix included), sent
-/// as its non-empty `parts` in order.
-fn answer(parts: [Bytes; 2]) -> http::Response<Body> {
+/// A successful gRPC response carrying one message (prefix included).
+fn answer(message: Bytes) -> http::Response<Body> {
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
-    let frames = parts
-        .into_iter()
-        .filter(|p| !p.is_empty())
-        .map(Frame::data)
-        .chain([Frame::trailers(trailers)])
-        .map(Ok::<_, Infallible>);
+    let frames = [Frame::data(message), Frame::trailers(trailers)].map(Ok::<_, Infallible>);
     let body = StreamBody::new(stream::iter(frames));
     let mut response = http::Response::new(Body::new(body));
     response

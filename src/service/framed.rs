@@ -10,9 +10,13 @@
 //! little-endian values behind the same key layout as a raw one, so both
 //! are framed here.
 //!
-//! The head travels apart from the values (h2 writes both in one `writev`)
-//! so that a values buffer is exactly the tensor's size: any recycled
-//! buffer of that size fits, whichever use it came from.
+//! Those few bytes live in the same buffer, in the last bytes of the values
+//! slots before the first value, so that the message leaves as one `Bytes`
+//! and so as one run of DATA frames. Sent apart, the prefix arrived alone
+//! in its own DATA frame, and a tonic client on glibc, whose decode buffer
+//! then grows in one step from 8 KiB to the message's size, took 60-110
+//! page faults per [64,1000] answer (against 1-3 for the same answer in one
+//! piece) and served half the calls/s.
 
 use super::error::Error;
 use super::tensor::{pod_bytes, Encoding, Wire};
@@ -35,12 +39,10 @@ pub enum Reply<M> {
     Encoded(Encoded),
 }
 
-/// One gRPC length-prefixed message in two parts, to be sent one after the
-/// other: the prefix and every byte before the values, then the values.
+/// One whole gRPC length-prefixed message, prefix included.
 #[derive(Debug)]
 pub struct Encoded {
-    pub head: Bytes,
-    pub values: Bytes,
+    pub message: Bytes,
 }
 
 impl<M> Reply<M> {
@@ -64,11 +66,15 @@ impl<M> Reply<M> {
 }
 
 /// A response message `{ RESULT_FIELD: Tensor { shape, <F> or <F>_le } }`
-/// being filled: its values are a recycled `Vec<F>`, its prefix and keys
-/// are already encoded.
+/// being filled: one recycled `Vec<F>` whose first `lead` slots end with
+/// the message's prefix, keys and lengths, and whose other slots are the
+/// values, aligned for the kernel.
 pub struct Framed<F: Wire> {
-    head: Vec<u8>,
-    values: Vec<F>,
+    buf: Vec<F>,
+    /// Slots before the first value.
+    lead: usize,
+    /// Byte offset of the message's first byte in `buf`.
+    start: usize,
 }
 
 impl<F: Wire> Framed<F> {
@@ -77,7 +83,8 @@ impl<F: Wire> Framed<F> {
     /// the field out), a big-endian host, or a message over gRPC's 4 GiB
     /// length.
     pub fn new(shape: &[u32], n: usize, encoding: Encoding) -> Option<Self> {
-        let data = n.checked_mul(std::mem::size_of::<F>())?;
+        let width = std::mem::size_of::<F>();
+        let data = n.checked_mul(width)?;
         if n == 0 || cfg!(target_endian = "big") {
             return None;
         }
@@ -95,23 +102,25 @@ impl<F: Wire> Framed<F> {
         uint32::encode_packed(SHAPE_FIELD, shape, &mut head);
         encode_key(field, WireType::LengthDelimited, &mut head);
         encode_varint(data as u64, &mut head);
-        Some(Self {
-            head,
-            values: F::pool().take(n),
-        })
+
+        let lead = head.len().div_ceil(width);
+        let start = lead * width - head.len();
+        let mut buf = F::pool().take(lead.checked_add(n)?);
+        let slots: &mut [u8] = bytemuck::cast_slice_mut(buf.get_mut(..lead)?);
+        slots.get_mut(start..)?.copy_from_slice(&head);
+        Some(Self { buf, lead, start })
     }
 
     /// The values, for the kernel to write.
     pub fn values_mut(&mut self) -> &mut [F] {
-        &mut self.values
+        self.buf.get_mut(self.lead..).unwrap_or_default()
     }
 
-    /// The whole encoded message; its values buffer returns to the pool once
-    /// sent.
+    /// The whole encoded message; its buffer returns to the pool once sent.
     pub fn finish(self) -> Encoded {
+        let start = self.start;
         Encoded {
-            head: Bytes::from(self.head),
-            values: pod_bytes(self.values),
+            message: pod_bytes(self.buf).slice(start..),
         }
     }
 }
@@ -126,8 +135,7 @@ mod tests {
     fn framed<F: Wire>(shape: &[u32], v: &[F], encoding: Encoding) -> (Vec<u8>, Bytes) {
         let mut f = Framed::<F>::new(shape, v.len(), encoding).expect("framed");
         f.values_mut().copy_from_slice(v);
-        let Encoded { head, values } = f.finish();
-        let all = Bytes::from([&head[..], &values[..]].concat());
+        let all = f.finish().message;
         (all.slice(..PREFIX).to_vec(), all.slice(PREFIX..))
     }
 
@@ -181,6 +189,37 @@ mod tests {
             .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
             .collect();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn the_message_is_one_buffer_that_goes_back_to_the_pool() {
+        // Large enough to be pooled, and a shape whose head (prefix, keys,
+        // lengths) does not fill whole values, so the message starts inside
+        // the buffer's first slots.
+        let shape = [64u32, 1000];
+        let n = 64_000;
+        let mut f = Framed::<f32>::new(&shape, n, Encoding::Typed).expect("framed");
+        let values = f.values_mut();
+        assert_eq!(values.len(), n);
+        values.fill(0.5);
+        let at = values.as_ptr() as usize;
+        let message = f.finish().message;
+        let head = message.len() - n * 4;
+        assert_eq!(
+            message.as_ptr() as usize + head,
+            at,
+            "values follow the head"
+        );
+        assert!(
+            head > PREFIX && !head.is_multiple_of(4),
+            "head of {head} bytes"
+        );
+        assert_eq!(&message[head..head + 4], &0.5f32.to_le_bytes());
+        let idle = f32::pool().idle();
+        drop(message);
+        assert_eq!(f32::pool().idle(), idle + 1, "back in the pool once sent");
+        let mut again = Framed::<f32>::new(&shape, n, Encoding::Typed).expect("framed");
+        assert_eq!(again.values_mut().as_ptr() as usize, at, "and reused");
     }
 
     #[test]
