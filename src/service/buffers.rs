@@ -75,12 +75,15 @@ impl<F: Copy + Default> Pool<F> {
     }
 
     /// The smallest idle buffer that holds `n` values without wasting more
-    /// than half of itself.
+    /// than half of itself; of equal ones, the last given back, whose bytes
+    /// are the likeliest to be still in cache (the input of the call just
+    /// finished, or an answer the kernel's TCP stack just read).
     fn best_fit(&self, n: usize) -> Option<Vec<F>> {
         let mut idle = self.idle.lock().ok()?;
         let (i, _) = idle
             .iter()
             .enumerate()
+            .rev()
             .filter(|(_, b)| b.capacity() >= n && b.capacity() / 2 <= n)
             .min_by_key(|(_, b)| b.capacity())?;
         // `remove`, not `swap_remove`: `give` evicts from the front, so the
@@ -132,6 +135,17 @@ mod tests {
         let small = pool.take(1 << 18);
         assert_eq!(small.capacity(), 1 << 18);
         assert_eq!(pool.idle(), 1);
+    }
+
+    #[test]
+    fn of_equal_buffers_takes_the_last_given_back() {
+        let pool = Pool::<f32>::new();
+        let (older, newer) = (vec![1.0f32; 1 << 16], vec![2.0f32; 1 << 16]);
+        let at = newer.as_ptr();
+        pool.give(older);
+        pool.give(newer);
+        let got = pool.take(1 << 16);
+        assert_eq!((got.as_ptr(), got[0]), (at, 2.0), "the warmer one");
     }
 
     #[test]
