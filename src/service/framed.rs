@@ -13,10 +13,11 @@
 //! Those few bytes live in the same buffer, in the last bytes of the values
 //! slots before the first value, so that the message leaves as one `Bytes`
 //! and so as one run of DATA frames. Sent apart, the prefix arrived alone
-//! in its own DATA frame, and a tonic client on glibc, whose decode buffer
-//! then grows in one step from 8 KiB to the message's size, took 60-110
-//! page faults per [64,1000] answer (against 1-3 for the same answer in one
-//! piece) and served half the calls/s.
+//! in a DATA frame of its own, and a tonic client on glibc (softmaxd-bench
+//! at concurrency 16) took 60-110 page faults per [64,1000] answer, against
+//! 1-3 for the same answer in one piece, and served half the calls/s: its
+//! decode buffers, sized differently after a 20-byte first frame, went back
+//! to the kernel between calls.
 
 use super::error::Error;
 use super::tensor::{pod_bytes, Encoding, Wire};
