@@ -199,6 +199,28 @@ fn crossover(c: &mut Criterion) {
     g.finish();
 }
 
+/// The service's scan for NaN and ±inf, run before every kernel call: in
+/// cache ([64,1000]) and from memory ([4096,4096]).
+fn finite_check(c: &mut Criterion) {
+    let mut g = c.benchmark_group("all_finite_f32");
+    for (rows, k) in [(64, 1000), (4096, 4096)] {
+        let x = logits::<f32>(rows, k);
+        let x = x.as_slice().unwrap_or_default();
+        g.throughput(elements(rows, k));
+        for neg_inf_ok in [false, true] {
+            let masks = if neg_inf_ok {
+                "masks_ok"
+            } else {
+                "finite_only"
+            };
+            g.bench_function(format!("{rows}x{k}/{masks}"), |b| {
+                b.iter(|| f32::all_finite(black_box(x), neg_inf_ok))
+            });
+        }
+    }
+    g.finish();
+}
+
 fn all(c: &mut Criterion) {
     baselines::<f32>(
         c,
@@ -232,6 +254,7 @@ fn all(c: &mut Criterion) {
         &[(1024, 1024, Exec::Inline)],
         Form::LogProbs,
     );
+    finite_check(c);
     backward(c);
     jacobian(c);
     cross_entropy(c);

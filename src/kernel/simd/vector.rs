@@ -324,33 +324,47 @@ pub(crate) fn row_max<V: Vector>(x: &[V::T]) -> V::T {
     a.max(b).reduce_max()
 }
 
-/// Whether every value is finite (or `-inf`, when `neg_inf_ok`), from one
-/// sum: `v - v` is 0 for a finite `v` and NaN for NaN and ±inf, and the lanes
-/// of negative `v` (so -inf) are zeroed first when -inf is allowed; NaN is
-/// never below 0, so it always reaches the sum, which is then NaN.
+/// Whether every value is finite (or `-inf`, when `neg_inf_ok`): one fused
+/// multiply-add per vector, `acc + v·0`, which stays 0 while every `v` is
+/// finite and turns NaN for good at the first NaN or ±inf (when -inf is
+/// allowed, negative lanes are zeroed first; NaN is never below 0). Four
+/// accumulators in `T`, reduced once at the end: a check needs no f64 sums,
+/// and folding them every few vectors, as [`sum_map`] does, cost more than
+/// the loads.
 #[inline(always)]
 pub(crate) fn all_finite<V: Vector>(x: &[V::T], neg_inf_ok: bool) -> bool {
-    let zero = V::splat(V::T::ZERO);
-    let total = if neg_inf_ok {
-        sum_map::<V, 0, false>(
-            x,
-            V::T::ZERO,
-            Ahead::none(),
-            MaxBeside::new(&[]),
-            #[inline(always)]
-            |v| v.sub(v).zero_where_below(v, zero),
-        )
+    if neg_inf_ok {
+        poison_free::<V, true>(x)
     } else {
-        sum_map::<V, 0, false>(
-            x,
-            V::T::ZERO,
-            Ahead::none(),
-            MaxBeside::new(&[]),
-            #[inline(always)]
-            |v| v.sub(v),
-        )
+        poison_free::<V, false>(x)
+    }
+}
+
+#[inline(always)]
+fn poison_free<V: Vector, const MASKS_OK: bool>(x: &[V::T]) -> bool {
+    let zero = V::splat(V::T::ZERO);
+    let poison = |acc: V, v: V| {
+        let v = if MASKS_OK {
+            v.zero_where_below(v, zero)
+        } else {
+            v
+        };
+        v.fmadd(zero, acc)
     };
-    total.0 == 0.0
+    let mut acc = [zero; 4];
+    let mut steps = x.chunks_exact(4 * V::LANES);
+    for step in &mut steps {
+        for (a, v) in acc.iter_mut().zip(step.chunks_exact(V::LANES)) {
+            *a = poison(*a, V::load(v));
+        }
+    }
+    let mut rest = steps.remainder().chunks_exact(V::LANES);
+    for (a, v) in acc.iter_mut().zip(&mut rest) {
+        *a = poison(*a, V::load(v));
+    }
+    let [a, b, c, d] = acc;
+    let a = poison(a, V::load_part(rest.remainder(), V::T::ZERO));
+    a.add(b).add(c.add(d)).reduce_sum() == 0.0
 }
 
 /// `(x - m) · inv_t` for one vector; the multiply is skipped at T = 1,
