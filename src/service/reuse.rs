@@ -12,7 +12,7 @@
 
 use super::error::Error;
 use super::framed::{Framed, Reply};
-use super::tensor::{copy_le, to_tensor, Input, Wire};
+use super::tensor::{fill_le, to_tensor, Input, Wire};
 use crate::proto::v1::Tensor;
 use bytes::{Buf, Bytes, BytesMut};
 use std::marker::PhantomData;
@@ -76,8 +76,7 @@ impl<F: Wire> Reused<F> {
             .bytes
             .get(bytes.clone())
             .ok_or_else(|| missing(&span))?;
-        scratch.resize(span.len(), F::zero());
-        copy_le(input, scratch);
+        fill_le(input, scratch);
         let out = self
             .bytes
             .get_mut(bytes.start + self.shift..bytes.end + self.shift)

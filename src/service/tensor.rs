@@ -98,8 +98,7 @@ impl<F: Wire> Input<F> {
                 let bytes = b
                     .get(span.start * width..span.end * width)
                     .ok_or_else(missing)?;
-                scratch.resize(span.len(), F::zero());
-                copy_le(bytes, scratch);
+                fill_le(bytes, scratch);
                 Ok(scratch)
             }
         }
@@ -416,16 +415,19 @@ fn decode_as<F: Wire>(field: &'static str, mut t: Tensor) -> Result<Input<F>, Er
     let (typed, raw) = F::take(&mut t);
     let width = std::mem::size_of::<F>();
     let (buf, encoding) = if !raw.is_empty() {
-        let name = format!("{field}.{}_le", F::DTYPE.name());
+        // Named only on failure: a clean call formats nothing.
+        let name = || format!("{field}.{}_le", F::DTYPE.name());
         if raw.len() % width != 0 {
             return Err(Error::invalid(format!(
-                "{name}: {} bytes is not a whole number of {width}-byte values",
+                "{}: {} bytes is not a whole number of {width}-byte values",
+                name(),
                 raw.len()
             )));
         }
         if raw.len() / width != want {
             return Err(Error::invalid(format!(
-                "{name}: holds {} values but shape {:?} needs {want}",
+                "{}: holds {} values but shape {:?} needs {want}",
+                name(),
                 raw.len() / width,
                 dims
             )));
@@ -467,6 +469,23 @@ fn from_le<F: Wire>(raw: Bytes) -> Buf<F> {
 fn cast<F: Wire>(raw: &Bytes) -> Result<&[F], Error> {
     bytemuck::try_cast_slice(raw)
         .map_err(|e| Error::Internal(format!("raw values could not be viewed in place: {e}")))
+}
+
+/// `scratch` set to the values of little-endian `raw`. Written straight
+/// into its spare capacity: resizing first would zero-fill a freshly
+/// allocated scratch only to overwrite it.
+pub(super) fn fill_le<F: Wire>(raw: &[u8], scratch: &mut Vec<F>) {
+    scratch.clear();
+    if cfg!(target_endian = "little") {
+        let width = std::mem::size_of::<F>();
+        scratch.extend(
+            raw.chunks_exact(width)
+                .map(bytemuck::pod_read_unaligned::<F>),
+        );
+    } else {
+        scratch.resize(raw.len() / std::mem::size_of::<F>(), F::zero());
+        copy_le(raw, scratch);
+    }
 }
 
 /// Little-endian bytes into values of the same total size.
