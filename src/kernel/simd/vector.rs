@@ -329,8 +329,8 @@ pub(crate) fn row_max<V: Vector>(x: &[V::T]) -> V::T {
 /// finite and turns NaN for good at the first NaN or ±inf (when -inf is
 /// allowed, negative lanes are zeroed first; NaN is never below 0). Four
 /// accumulators in `T`, reduced once at the end: a check needs no f64 sums,
-/// and folding them every few vectors, as [`sum_map`] does, cost more than
-/// the loads.
+/// and going through [`sum_map`], which folds into f64 every few vectors,
+/// made the scan 1.3-1.4x slower (criterion group `all_finite_f32`).
 #[inline(always)]
 pub(crate) fn all_finite<V: Vector>(x: &[V::T], neg_inf_ok: bool) -> bool {
     if neg_inf_ok {
