@@ -1,6 +1,7 @@
 //! Transport concerns: gzip and zstd requests and responses, a 32 MiB
-//! request through the default limits, and the bytes of the answers the
-//! service encodes itself.
+//! request through the default limits, the bytes of the answers the
+//! service encodes itself, and many answers at once through the opt-in
+//! write gathering.
 
 mod harness;
 
@@ -75,6 +76,50 @@ async fn responses_are_uncompressed_unless_the_server_is_told_to() {
     let got = expect(resp.into_inner().output, &[2, 50], Kind::F32Raw);
     let want = per_row(&x, 50, |r| softmax(r, 1.0));
     assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 2e-6));
+    server.stop().await.unwrap();
+}
+
+/// With `--coalesce-writes`, small answers wait in one buffer and large ones
+/// go out behind them: 48 concurrent calls on one connection, answers of
+/// 40 bytes to 128 KiB (past the 16 KiB copy limit), each still gets its
+/// own right answer.
+#[tokio::test]
+async fn gathered_writes_keep_every_answer_whole_and_in_its_stream() {
+    let server = TestServer::start_with(Config {
+        coalesce_writes: true,
+        ..Config::for_tests()
+    })
+    .await;
+    let client = server.client().await;
+    let calls = (0..48u64).map(|i| {
+        let mut client = client.clone();
+        // Rows of k values: small (k = 10, 1000) and large (k = 32768) answers.
+        let k = [10usize, 1000, 32768][i as usize % 3];
+        async move {
+            let x = Kind::F32Raw.round(&values(k, 100 + i, -8.0, 8.0));
+            let resp = client
+                .forward(ForwardRequest {
+                    logits: Some(tensor(&[1, k as u32], &x, Kind::F32Raw)),
+                    temperature: None,
+                    log: false,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let got = expect(resp.output, &[1, k as u32], Kind::F32Raw);
+            let want = softmax(&x, 1.0);
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(worst <= 2e-6, "call {i} (k = {k}): off by {worst}");
+        }
+    });
+    let all = futures::future::join_all(calls);
+    tokio::time::timeout(std::time::Duration::from_secs(60), all)
+        .await
+        .expect("every call is answered");
     server.stop().await.unwrap();
 }
 

@@ -137,6 +137,12 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(u32).range(16_384..=16_777_215))]
     pub http2_max_frame: u32,
 
+    /// Gather the tool's small writes (requests under 16 KiB) into one
+    /// `writev` per busy spell, as the server's `--coalesce-writes` does:
+    /// the tool then spends its core on calls, not on the loopback.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub coalesce_writes: bool,
+
     /// Make this fraction of calls (0 to 1, spread evenly) invalid, in turn:
     /// a NaN in the main tensor, one value more than its shape holds, two
     /// value fields set. Each must get INVALID_ARGUMENT; the report counts

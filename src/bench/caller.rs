@@ -31,15 +31,17 @@ pub async fn connect(addr: &str, args: &BenchArgs) -> Result<Channel, String> {
         .initial_connection_window_size(args.http2_connection_window)
         .max_frame_size(args.http2_max_frame)
         .connect_timeout(std::time::Duration::from_secs(5))
-        .connect_with_connector(tower::service_fn(dial))
+        .connect_with_connector(tower::service_fn({
+            let coalesce = args.coalesce_writes;
+            move |uri| dial(uri, coalesce)
+        }))
         .await
         .map_err(|e| format!("cannot connect to {uri}: {e}"))
 }
 
 /// TCP with Nagle off, its small writes gathered as the server gathers its
-/// own: many calls' requests then share one `writev`, and the tool spends
-/// its core on calls rather than on the loopback's transmit path.
-async fn dial(uri: Uri) -> std::io::Result<TokioIo<Coalesced<TcpStream>>> {
+/// own if `coalesce`.
+async fn dial(uri: Uri, coalesce: bool) -> std::io::Result<TokioIo<Coalesced<TcpStream>>> {
     let host = uri.host().unwrap_or_default();
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let default_port = if uri.scheme_str() == Some("https") {
@@ -49,7 +51,7 @@ async fn dial(uri: Uri) -> std::io::Result<TokioIo<Coalesced<TcpStream>>> {
     };
     let tcp = TcpStream::connect((host, uri.port_u16().unwrap_or(default_port))).await?;
     tcp.set_nodelay(true)?;
-    Ok(TokioIo::new(Coalesced::new(tcp, true)))
+    Ok(TokioIo::new(Coalesced::new(tcp, coalesce)))
 }
 
 fn path(rpc: Rpc) -> PathAndQuery {

@@ -115,8 +115,10 @@ pub struct Config {
     pub tcp_nodelay: bool,
 
     /// Gather each connection's small writes (answers under 16 KiB, trailers)
-    /// into one `writev` per busy spell instead of two per answer.
-    #[arg(long, env = "SOFTMAXD_COALESCE_WRITES", default_value_t = true, action = clap::ArgAction::Set)]
+    /// into one `writev` per busy spell instead of two per answer. Off by
+    /// default: holding answers back makes a closed-loop client wait, and
+    /// it paid only with several busy connections (bench/README.md).
+    #[arg(long, env = "SOFTMAXD_COALESCE_WRITES", default_value_t = false, action = clap::ArgAction::Set)]
     pub coalesce_writes: bool,
 
     /// Compress responses (gzip or zstd) for clients that accept it. Off by
