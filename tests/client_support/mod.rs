@@ -28,13 +28,11 @@ impl Server {
 
     /// This build's softmaxd on a free loopback port, whatever SOFTMAX_ADDR says.
     pub async fn start_own() -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // Port 0: the server picks its own port and logs it. A port picked
+        // here and handed over could be handed to a parallel test too; the
+        // loser would then quietly test the winner's server until it stops.
         let mut server = Server {
-            addr: format!("127.0.0.1:{port}"),
+            addr: "127.0.0.1:0".to_string(),
             child: None,
         };
         server.spawn().await;
@@ -49,15 +47,27 @@ impl Server {
         }
     }
 
-    /// Starts the binary on `self.addr` and waits until it answers.
+    /// Starts the binary on `self.addr` (port 0 on the first start: the
+    /// server's choice, kept for restarts) and waits until it answers.
     pub async fn spawn(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_softmaxd"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_softmaxd"))
             .args(["--listen", &self.addr, "--metrics-listen", ""])
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start softmaxd");
+        let serving = serving_addr(child.stderr.take().expect("stderr is piped"));
         self.child = Some(child);
+        let addr =
+            tokio::task::spawn_blocking(move || serving.recv_timeout(Duration::from_secs(30)))
+                .await
+                .unwrap();
+        match addr {
+            Ok(addr) => self.addr = addr,
+            Err(e) => panic!("softmaxd did not say it serves on {}: {e}", self.addr),
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         while Client::connect(&self.addr).await.is_err() {
             let exited = self
@@ -86,6 +96,27 @@ impl Server {
             .await
             .expect("connect")
     }
+}
+
+/// The address of the server's "softmaxd serving" log line, read from its
+/// stderr (which a thread then drains until the server exits).
+fn serving_addr(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if event["message"] == "softmaxd serving" {
+                if let Some(addr) = event["addr"].as_str() {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        }
+    });
+    rx
 }
 
 impl Drop for Server {
