@@ -12,6 +12,11 @@
 //! meantime, by this or other streams, travel in the same `writev`.
 //! Large writes are never copied: they go out behind the buffered bytes in
 //! one vectored write.
+//!
+//! The server gathers only with `--coalesce-writes true`: held-back answers
+//! make a closed-loop client idle, and waking it again cost more than the
+//! saved `writev`s on one connection (bench/README.md). The load tool
+//! gathers its requests by default.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
