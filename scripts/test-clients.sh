@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs the Rust, Python and Node client suites against one real softmaxd:
-# builds the server (the dev-profile binary `cargo test` has already built;
-# a release build here cost CI four minutes, and the container test still
-# runs a release binary), starts it on a free loopback port, installs the
-# clients' dependencies from PyPI and npm, runs the three suites, stops the
-# server, and exits non-zero if any suite failed.
+# builds the server as `cargo test` builds it (dev profile, the features its
+# tests unify; after `cargo test` this is no work, where a release build cost
+# CI four minutes; the container test still runs a release binary), starts
+# it on a free loopback port, installs the clients' dependencies from PyPI
+# and npm, runs the three suites, stops the server, and exits non-zero if
+# any suite failed.
 #
 # Needs only Rust, Python >= 3.9 and Node >= 18. The Python venv lives in
 # target/clients-venv (override with SOFTMAXD_CLIENTS_VENV).
@@ -18,8 +19,11 @@ LOG=$ROOT/target/clients-server.log
 step() { printf '\n== %s\n' "$*"; }
 
 BIN=target/debug/softmaxd
-step "build the server ($BIN)"
-cargo build --locked --bin softmaxd
+# The suites' own restart tests start this binary too.
+export SOFTMAXD_BIN=$ROOT/$BIN
+RUST_SUITES=(--test client_vectors --test client_rpcs --test client_retry)
+step "build the server ($BIN) and the Rust client suite"
+cargo test --locked --no-run "${RUST_SUITES[@]}"
 
 step "install the Python client and its test dependencies ($VENV)"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
@@ -54,7 +58,7 @@ echo "softmaxd serving on $SOFTMAX_ADDR (pid $SERVER_PID, log $LOG)"
 
 failed=()
 step "Rust client suite"
-cargo test --locked --test client_vectors --test client_rpcs --test client_retry || failed+=(rust)
+cargo test --locked "${RUST_SUITES[@]}" || failed+=(rust)
 step "Python client suite"
 (cd clients/python && "$VENV/bin/python" -m pytest -q -p no:cacheprovider) || failed+=(python)
 step "Node client suite"
