@@ -6,7 +6,7 @@
 mod harness;
 
 use bytes::Bytes;
-use harness::reference::{backward, log_softmax, per_row, softmax, values};
+use harness::reference::{backward, log_softmax, max_abs_diff, per_row, softmax, values};
 use harness::wire::{expect, read, tensor, Kind};
 use harness::{raw_call, TestServer, FORWARD};
 use prost::Message;
@@ -108,11 +108,7 @@ async fn gathered_writes_keep_every_answer_whole_and_in_its_stream() {
                 .into_inner();
             let got = expect(resp.output, &[1, k as u32], Kind::F32Raw);
             let want = softmax(&x, 1.0);
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
+            let worst = max_abs_diff(&got, &want);
             assert!(worst <= 2e-6, "call {i} (k = {k}): off by {worst}");
         }
     });
