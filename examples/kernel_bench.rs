@@ -6,7 +6,7 @@
 //! memset; dtype ∈ f32, f64. Without arguments, the issue-3 shapes.
 
 use ndarray::{Array1, Array2, Array3};
-use softmaxd::kernel::{self, Element, Exec, Form, Target};
+use softmaxd::kernel::{self, Element, Exec, Form, Screened, Target};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -139,7 +139,10 @@ fn time_op<F: Element>(op: &str, rows: usize, k: usize, exec: Exec) -> Option<f6
         }
         "backward" => {
             let mut s = Array2::<F>::zeros((rows, k));
-            kernel::forward(x.view(), s.view_mut(), F::one(), Form::Probs, exec).ok()?;
+            let screened = kernel::forward(x.view(), s.view_mut(), F::one(), Form::Probs, exec);
+            if screened.ok()? != Screened::Clean {
+                return None;
+            }
             let g = logits::<F>(rows, k);
             measure(n, || {
                 let _ = kernel::backward(
@@ -168,7 +171,10 @@ fn time_op<F: Element>(op: &str, rows: usize, k: usize, exec: Exec) -> Option<f6
         }
         "jacobian" => {
             let mut s = Array2::<F>::zeros((rows, k));
-            kernel::forward(x.view(), s.view_mut(), F::one(), Form::Probs, exec).ok()?;
+            let screened = kernel::forward(x.view(), s.view_mut(), F::one(), Form::Probs, exec);
+            if screened.ok()? != Screened::Clean {
+                return None;
+            }
             let mut j = Array3::<F>::zeros((rows, k, k));
             // Per output value: the Jacobian writes k² of them per row.
             measure(rows * k * k, || {

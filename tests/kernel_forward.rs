@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use ndarray::{array, Array2};
 use proptest::prelude::*;
-use softmaxd::kernel::{self, Element, Exec, Form, KernelError};
+use softmaxd::kernel::{self, Element, Exec, Form, KernelError, Screened};
 
 fn check<F: Element>(x: &Array2<f64>, inv_t: f64) {
     for form in FORMS {
@@ -153,6 +153,35 @@ fn outputs_too_large_for_the_cache_are_streamed_and_still_exact() {
     }
     check::<f32>(&x, 1.0);
     check::<f32>(&x, 1.0 / 0.7);
+}
+
+#[test]
+fn nan_and_pos_inf_are_rejected_wherever_they_are() {
+    check_forward_screens();
+}
+
+#[test]
+fn streamed_outputs_are_screened_too() {
+    // As above, past the streaming threshold: a bad value in the first row,
+    // in a row after a masked one, and in the last row.
+    let mut x = Array2::from_shape_fn((2100, 4001), |(r, j)| ((r * 7 + j * 13) % 97) as f64 * 0.1);
+    x.row_mut(10).fill(f64::NEG_INFINITY);
+    assert_eq!(
+        screen::<f32>(&x, Form::Probs, Exec::Inline),
+        Screened::Clean
+    );
+    for (r, j, v) in [
+        (0, 0, f64::NAN),
+        (11, 4000, f64::INFINITY),
+        (2099, 2000, f64::NAN),
+    ] {
+        let mut bad = x.clone();
+        bad[[r, j]] = v;
+        for exec in [Exec::Inline, Exec::Pool] {
+            let got = screen::<f32>(&bad, Form::Probs, exec);
+            assert_eq!(got, Screened::Rejected, "{v} at [{r}, {j}], {exec:?}");
+        }
+    }
 }
 
 #[test]

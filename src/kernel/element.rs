@@ -15,34 +15,45 @@ pub trait Element: Float + Debug + Default + Send + Sync + 'static {
     /// Converts from f64, rounding to nearest.
     fn of(v: f64) -> Self;
 
-    /// The largest value of `x`; `-inf` for an empty or fully masked row.
     /// One row of softmax(x · inv_t) into `out` (see `forward`); by
     /// default [`super::forward::softmax_row_by_parts`], pass by pass.
-    fn softmax_row(x: &[Self], inv_t: Self, out: &mut [Self]) {
+    ///
+    /// This and the other forward row methods return whether the rows they
+    /// read were free of NaN and `+inf` (`-inf`, a mask, is allowed): such a
+    /// value makes the row's sum of exponentials NaN, so the screen costs one
+    /// comparison per row instead of a pass over the data. When false, the
+    /// output is meaningless.
+    fn softmax_row(x: &[Self], inv_t: Self, out: &mut [Self]) -> bool {
         super::forward::softmax_row_by_parts(x, inv_t, out)
     }
 
     /// Softmax of each `k`-value row of `x` with `e` (at least `k` values)
     /// as scratch and streaming stores into `out`; by default
     /// [`super::forward::softmax_rows_streamed_by_row`].
-    fn softmax_rows_streamed(x: &[Self], k: usize, inv_t: Self, e: &mut [Self], out: &mut [Self]) {
+    fn softmax_rows_streamed(
+        x: &[Self],
+        k: usize,
+        inv_t: Self,
+        e: &mut [Self],
+        out: &mut [Self],
+    ) -> bool {
         super::forward::softmax_rows_streamed_by_row(x, k, inv_t, e, out)
     }
 
     /// One row of log-softmax(x · inv_t) into `out`; by default
     /// [`super::forward::log_softmax_row_by_parts`].
-    fn log_softmax_row(x: &[Self], inv_t: Self, out: &mut [Self]) {
+    fn log_softmax_row(x: &[Self], inv_t: Self, out: &mut [Self]) -> bool {
         super::forward::log_softmax_row_by_parts(x, inv_t, out)
     }
 
     /// Softmax of each row of `x`, contiguous rows of `k` values, into
     /// `out` (same shape); by default row by row. SIMD types pipeline it.
-    fn softmax_rows(x: &[Self], k: usize, inv_t: Self, out: &mut [Self]) {
+    fn softmax_rows(x: &[Self], k: usize, inv_t: Self, out: &mut [Self]) -> bool {
         super::forward::softmax_rows_by_row(x, k, inv_t, out)
     }
 
     /// As [`Element::softmax_rows`] for log-softmax.
-    fn log_softmax_rows(x: &[Self], k: usize, inv_t: Self, out: &mut [Self]) {
+    fn log_softmax_rows(x: &[Self], k: usize, inv_t: Self, out: &mut [Self]) -> bool {
         super::forward::log_softmax_rows_by_row(x, k, inv_t, out)
     }
 
@@ -52,6 +63,7 @@ pub trait Element: Float + Debug + Default + Send + Sync + 'static {
         super::finite::all_finite_by_blocks(x, neg_inf_ok)
     }
 
+    /// The largest value of `x`; `-inf` for an empty or fully masked row.
     fn row_max(x: &[Self]) -> Self {
         x.iter().fold(Self::neg_infinity(), |m, &v| m.max(v))
     }

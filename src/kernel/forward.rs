@@ -1,20 +1,22 @@
 //! Forward pass: softmax and log-softmax over the last axis.
 
-use super::{check_same, scratch_row, streams, Element, Exec, Form, KernelError};
+use super::{check_same, scratch_row, streams, Element, Exec, Form, KernelError, Screened};
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 /// Writes softmax(x · inv_t) (or log-softmax) of every row of `x` into `out`.
 ///
 /// `-inf` entries are masked (probability 0); a fully masked row gives all
-/// zeros (log: all `-inf`). Callers reject NaN and `+inf` beforehand.
+/// zeros (log: all `-inf`). NaN and `+inf` have no softmax: the call screens
+/// for them as it goes, at no extra pass over `x`, and returns
+/// [`Screened::Rejected`] when it met one, leaving `out` meaningless.
 pub fn forward<F: Element>(
     x: ArrayView2<'_, F>,
     mut out: ArrayViewMut2<'_, F>,
     inv_t: F,
     form: Form,
     exec: Exec,
-) -> Result<(), KernelError> {
+) -> Result<Screened, KernelError> {
     check_same("logits", &x, &out)?;
     check_same("output", &out, &x)?;
     let k = x.ncols();
@@ -22,7 +24,7 @@ pub fn forward<F: Element>(
         return Err(KernelError::Layout("logits"));
     };
     if k == 0 {
-        return Ok(());
+        return Ok(Screened::Clean);
     }
     let streamed = streams::<F>(os.len()) && form == Form::Probs;
     let rows = |x: &[F], o: &mut [F]| match form {
@@ -33,7 +35,7 @@ pub fn forward<F: Element>(
         Form::Probs => F::softmax_rows(x, k, inv_t, o),
         Form::LogProbs => F::log_softmax_rows(x, k, inv_t, o),
     };
-    match exec {
+    let clean = match exec {
         Exec::Inline => rows(xs, os),
         Exec::Pool => {
             // Whole rows per task, enough of them that a task outweighs its
@@ -41,10 +43,15 @@ pub fn forward<F: Element>(
             let block = (POOL_BLOCK_VALUES / k).max(1) * k;
             xs.par_chunks(block)
                 .zip(os.par_chunks_mut(block))
-                .for_each(|(x, o)| rows(x, o));
+                .map(|(x, o)| rows(x, o))
+                .reduce(|| true, |a, b| a & b)
         }
-    }
-    Ok(())
+    };
+    Ok(if clean {
+        Screened::Clean
+    } else {
+        Screened::Rejected
+    })
 }
 
 /// Values per pool task of the row-block forward (64 K: 256 KiB of f32).
@@ -52,21 +59,26 @@ const POOL_BLOCK_VALUES: usize = 1 << 16;
 
 /// Softmax of each `k`-value row of `x`, one [`Element::softmax_row`] at a
 /// time: the default of [`Element::softmax_rows`].
-pub(crate) fn softmax_rows_by_row<F: Element>(x: &[F], k: usize, inv_t: F, out: &mut [F]) {
-    if k > 0 {
-        for (x, o) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)) {
-            F::softmax_row(x, inv_t, o);
-        }
-    }
+pub(crate) fn softmax_rows_by_row<F: Element>(x: &[F], k: usize, inv_t: F, out: &mut [F]) -> bool {
+    k == 0
+        || x.chunks_exact(k)
+            .zip(out.chunks_exact_mut(k))
+            .fold(true, |clean, (x, o)| F::softmax_row(x, inv_t, o) & clean)
 }
 
 /// As [`softmax_rows_by_row`] for log-softmax.
-pub(crate) fn log_softmax_rows_by_row<F: Element>(x: &[F], k: usize, inv_t: F, out: &mut [F]) {
-    if k > 0 {
-        for (x, o) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)) {
-            F::log_softmax_row(x, inv_t, o);
-        }
-    }
+pub(crate) fn log_softmax_rows_by_row<F: Element>(
+    x: &[F],
+    k: usize,
+    inv_t: F,
+    out: &mut [F],
+) -> bool {
+    k == 0
+        || x.chunks_exact(k)
+            .zip(out.chunks_exact_mut(k))
+            .fold(true, |clean, (x, o)| {
+                F::log_softmax_row(x, inv_t, o) & clean
+            })
 }
 
 /// Softmax of each `k`-value row for outputs too large for the cache, one
@@ -81,46 +93,72 @@ pub(crate) fn softmax_rows_streamed_by_row<F: Element>(
     inv_t: F,
     e: &mut [F],
     out: &mut [F],
-) {
-    if k > 0 {
-        let e = e.get_mut(..k).unwrap_or_default();
-        for (x, o) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)) {
-            softmax_row_streamed_by_parts(x, inv_t, e, o);
-        }
+) -> bool {
+    if k == 0 {
+        return true;
     }
+    let e = e.get_mut(..k).unwrap_or_default();
+    x.chunks_exact(k)
+        .zip(out.chunks_exact_mut(k))
+        .fold(true, |clean, (x, o)| {
+            softmax_row_streamed_by_parts(x, inv_t, e, o) & clean
+        })
 }
 
 /// One row of [`softmax_rows_streamed_by_row`].
-fn softmax_row_streamed_by_parts<F: Element>(x: &[F], inv_t: F, e: &mut [F], out: &mut [F]) {
+fn softmax_row_streamed_by_parts<F: Element>(
+    x: &[F],
+    inv_t: F,
+    e: &mut [F],
+    out: &mut [F],
+) -> bool {
     let m = F::row_max(x);
     if m == F::neg_infinity() {
         out.fill(F::zero());
-        return;
+        return masked_row_clean(x);
     }
     let sum = F::exp_shifted(x, m, inv_t, e);
     F::scaled_stream(e, F::of(1.0 / sum), out);
+    clean_sum(sum)
+}
+
+/// Whether a row whose sum of exponentials is `sum` held no NaN or `+inf`:
+/// a NaN gives a NaN exponential, and `+inf` makes the max `+inf` and its
+/// own exponent `inf - inf`, NaN; the vector exps carry NaN through. Finite
+/// logits give a sum in `[1, k]`.
+pub(crate) fn clean_sum(sum: f64) -> bool {
+    !sum.is_nan()
+}
+
+/// Whether a row whose max is `-inf` held no NaN: `max` may skip NaN, so
+/// such a row (all masks, or so it seemed) is scanned. Rare, and short of a
+/// whole pass: only fully masked rows pay it.
+pub(crate) fn masked_row_clean<F: Element>(x: &[F]) -> bool {
+    F::all_finite(x, true)
 }
 
 /// One row of softmax: max, then exp and sum, then scale, each pass over a
 /// row that stays in cache. `Element::softmax_row` runs this, or the same
 /// passes fused into one SIMD call.
-pub(crate) fn softmax_row_by_parts<F: Element>(x: &[F], inv_t: F, out: &mut [F]) {
+pub(crate) fn softmax_row_by_parts<F: Element>(x: &[F], inv_t: F, out: &mut [F]) -> bool {
     let m = F::row_max(x);
     if m == F::neg_infinity() {
         out.fill(F::zero());
-        return;
+        return masked_row_clean(x);
     }
     let sum = F::exp_shifted(x, m, inv_t, out);
     F::scale(out, F::of(1.0 / sum));
+    clean_sum(sum)
 }
 
 /// One row of log-softmax, as `(x - m)·inv_t - log Σ exp(...)`, never `log(s)`.
-pub(crate) fn log_softmax_row_by_parts<F: Element>(x: &[F], inv_t: F, out: &mut [F]) {
+pub(crate) fn log_softmax_row_by_parts<F: Element>(x: &[F], inv_t: F, out: &mut [F]) -> bool {
     let m = F::row_max(x);
     if m == F::neg_infinity() {
         out.fill(F::neg_infinity());
-        return;
+        return masked_row_clean(x);
     }
-    let lse = F::of(F::sum_exp_shifted(x, m, inv_t).ln());
-    F::log_shifted(x, m, inv_t, lse, out);
+    let sum = F::sum_exp_shifted(x, m, inv_t);
+    F::log_shifted(x, m, inv_t, F::of(sum.ln()), out);
+    clean_sum(sum)
 }

@@ -47,10 +47,12 @@ pub fn jacobian_from_logits<F: Element>(
             let k = x.len();
             let split = o.len().saturating_sub(k);
             let (head, tail) = o.split_at_mut(split);
-            match form {
+            // The caller has rejected NaN and +inf (this entry point does
+            // not screen), so the row's own screen is not needed.
+            let _ = match form {
                 Form::Probs => F::softmax_row(x, inv_t, tail),
                 Form::LogProbs => F::log_softmax_row(x, inv_t, tail),
-            }
+            };
             fill_from_last(head, tail, inv_t, form, stream);
         }
     });

@@ -51,6 +51,16 @@ pub enum KernelError {
     Labels { got: usize, rows: usize },
 }
 
+/// What [`forward`] found in its input besides the softmax: `Rejected` when
+/// some row held a NaN or `+inf`, which the caller then reports (finding
+/// where takes a scan, worth paying only then).
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Screened {
+    Clean,
+    Rejected,
+}
+
 /// Softmax (`Probs`) or log-softmax (`LogProbs`): which function a call is about,
 /// and so how its `s` argument is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use super::run::in_blocks_from_end;
 use super::tensor::{decode, Decoded, Input, Wire};
 use super::validate::{check_block, inv_temperature, Allow};
 use super::{call::Call, Error, Softmax};
-use crate::kernel::{self, Form};
+use crate::kernel::{self, Form, Screened};
 use crate::proto::v1::{ForwardRequest, ForwardResponse, Tensor};
 use ndarray::{ArrayView2, ArrayViewMut2};
 
@@ -46,17 +46,28 @@ impl Softmax {
             let target = Target::of(&mut x, encode);
             let mut results = Results::new(&x, target);
             let mut scratch = Vec::new();
-            // Values are checked block by block, just before the kernel reads
-            // the same block from cache.
             in_blocks_from_end(x.rows, x.k, exec, cancel, |r, compute| {
                 let (xb, ob) = results.block(r.clone(), &mut scratch)?;
-                check_block(x.field, xb, r.start * x.k, Allow::NegInf)?;
-                if compute {
-                    let xb = ArrayView2::from_shape((r.len(), x.k), xb)?;
-                    let ob = ArrayViewMut2::from_shape((r.len(), x.k), ob)?;
-                    kernel::forward(xb, ob, inv_t, form, exec)?;
+                let offset = r.start * x.k;
+                if !compute {
+                    // A block below has failed: only its error is wanted.
+                    return check_block(x.field, xb, offset, Allow::NegInf);
                 }
-                Ok(())
+                let xv = ArrayView2::from_shape((r.len(), x.k), xb)?;
+                let ov = ArrayViewMut2::from_shape((r.len(), x.k), ob)?;
+                // The kernel screens for NaN and +inf as it computes, so clean
+                // blocks are read once; only a rejected one is scanned, to
+                // name its first bad value.
+                match kernel::forward(xv, ov, inv_t, form, exec)? {
+                    Screened::Clean => Ok(()),
+                    Screened::Rejected => {
+                        check_block(x.field, xb, offset, Allow::NegInf)?;
+                        Err(Error::Internal(format!(
+                            "{}: the kernel rejected values {offset}.. that the check passes",
+                            x.field
+                        )))
+                    }
+                }
             })?;
             Ok(results.finish(&x))
         })

@@ -5,7 +5,7 @@
 
 use ndarray::{Array1, Array2, Array3};
 use proptest::prelude::*;
-use softmaxd::kernel::{self, Element, Exec, Form, Target};
+use softmaxd::kernel::{self, Element, Exec, Form, Screened, Target};
 
 pub const EXECS: [Exec; 2] = [Exec::Inline, Exec::Pool];
 pub const FORMS: [Form; 2] = [Form::Probs, Form::LogProbs];
@@ -136,7 +136,12 @@ pub fn widen<F: Element, D: ndarray::Dimension>(
 pub fn forward<F: Element>(x: &Array2<f64>, inv_t: f64, form: Form, exec: Exec) -> Array2<f64> {
     let x = cast::<F>(x);
     let mut out = Array2::<F>::zeros(x.dim());
-    kernel::forward(x.view(), out.view_mut(), F::of(inv_t), form, exec).expect("shapes agree");
+    let screened = kernel::forward(x.view(), out.view_mut(), F::of(inv_t), form, exec);
+    assert_eq!(
+        screened,
+        Ok(Screened::Clean),
+        "finite logits and masks pass"
+    );
     widen(&out)
 }
 
@@ -151,7 +156,12 @@ pub fn backward<F: Element>(
     let x = cast::<F>(x);
     let g = cast::<F>(g);
     let mut s = Array2::<F>::zeros(x.dim());
-    kernel::forward(x.view(), s.view_mut(), F::of(inv_t), form, exec).expect("shapes agree");
+    let screened = kernel::forward(x.view(), s.view_mut(), F::of(inv_t), form, exec);
+    assert_eq!(
+        screened,
+        Ok(Screened::Clean),
+        "finite logits and masks pass"
+    );
     let mut out = Array2::<F>::zeros(x.dim());
     kernel::backward(s.view(), g.view(), out.view_mut(), F::of(inv_t), form, exec)
         .expect("shapes agree");
@@ -178,7 +188,12 @@ pub fn jacobian<F: Element>(x: &Array2<f64>, inv_t: f64, form: Form, exec: Exec)
     let x = cast::<F>(x);
     let (rows, k) = x.dim();
     let mut s = Array2::<F>::zeros(x.dim());
-    kernel::forward(x.view(), s.view_mut(), F::of(inv_t), form, exec).expect("shapes agree");
+    let screened = kernel::forward(x.view(), s.view_mut(), F::of(inv_t), form, exec);
+    assert_eq!(
+        screened,
+        Ok(Screened::Clean),
+        "finite logits and masks pass"
+    );
     let mut out = Array3::<F>::zeros((rows, k, k));
     kernel::jacobian(s.view(), out.view_mut(), F::of(inv_t), form, exec).expect("shapes agree");
     widen(&out)
@@ -433,8 +448,70 @@ fn check_all_finite_of<F: Element>() {
     }
 }
 
+/// Forward's screen: every NaN or `+inf`, wherever it sits (first value,
+/// vector tails, a fully masked row, any row of a batch), makes the call
+/// `Rejected`; finite values, `-inf` masks and extremes (`±MAX`, where
+/// `x - max` overflows to `-inf`) never do, on either path.
+pub fn check_forward_screens() {
+    check_forward_screens_of::<f32>();
+    check_forward_screens_of::<f64>();
+}
+
+fn check_forward_screens_of<F: Element>() {
+    let odd = [f64::NAN, -f64::NAN, f64::INFINITY];
+    for (n, k) in [1usize, 2, 7, 16, 17, 33, 64, 100, 1000]
+        .into_iter()
+        .enumerate()
+    {
+        let rows = 3;
+        let mut clean = spread(rows * k, n as u64, -30.0, 30.0);
+        if k > 2 {
+            let max = F::max_value().to_f64().unwrap_or(f64::MAX);
+            clean[1] = NEG_INF;
+            clean[k] = max;
+            clean[k + 1] = -max;
+        }
+        // The last row fully masked.
+        for v in &mut clean[(rows - 1) * k..] {
+            *v = NEG_INF;
+        }
+        let x = Array2::from_shape_vec((rows, k), clean).unwrap_or_default();
+        for form in FORMS {
+            for exec in [Exec::Inline, Exec::Pool] {
+                assert_eq!(screen::<F>(&x, form, exec), Screened::Clean, "clean {k}");
+            }
+        }
+        let spots = [0, k / 2, k - 1, k, 2 * k - 1, 2 * k, 3 * k - 1];
+        for at in spots.into_iter().filter(|&at| at < rows * k) {
+            for v in odd {
+                let mut bad = x.clone();
+                if let Some(slot) = bad.iter_mut().nth(at) {
+                    *slot = v;
+                }
+                for form in FORMS {
+                    for exec in [Exec::Inline, Exec::Pool] {
+                        assert_eq!(
+                            screen::<F>(&bad, form, exec),
+                            Screened::Rejected,
+                            "{v} at {at} of [{rows}, {k}], {form:?}, {exec:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What forward's screen says of `x`.
+pub fn screen<F: Element>(x: &Array2<f64>, form: Form, exec: Exec) -> Screened {
+    let x = cast::<F>(x);
+    let mut out = Array2::<F>::zeros(x.dim());
+    kernel::forward(x.view(), out.view_mut(), F::one(), form, exec).expect("shapes agree")
+}
+
 pub fn check_all_ops() {
     check_all_finite();
+    check_forward_screens();
     let ks = [
         1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 100, 257, 1000,
     ];

@@ -78,23 +78,23 @@ macro_rules! simd_element {
                 simd!($t; V => vector::row_max::<V>(x); _fused => rows::row_max(x))
             }
 
-            fn softmax_rows(x: &[Self], k: usize, inv_t: Self, out: &mut [Self]) {
+            fn softmax_rows(x: &[Self], k: usize, inv_t: Self, out: &mut [Self]) -> bool {
                 simd!($t; V => vector::softmax_rows::<V>(x, k, inv_t, out); _fused => softmax_rows_by_row(x, k, inv_t, out))
             }
 
-            fn log_softmax_rows(x: &[Self], k: usize, inv_t: Self, out: &mut [Self]) {
+            fn log_softmax_rows(x: &[Self], k: usize, inv_t: Self, out: &mut [Self]) -> bool {
                 simd!($t; V => vector::log_softmax_rows::<V>(x, k, inv_t, out); _fused => log_softmax_rows_by_row(x, k, inv_t, out))
             }
 
-            fn softmax_row(x: &[Self], inv_t: Self, out: &mut [Self]) {
+            fn softmax_row(x: &[Self], inv_t: Self, out: &mut [Self]) -> bool {
                 simd!($t; V => vector::softmax_rows::<V>(x, x.len(), inv_t, out); _fused => softmax_row_by_parts(x, inv_t, out))
             }
 
-            fn softmax_rows_streamed(x: &[Self], k: usize, inv_t: Self, e: &mut [Self], out: &mut [Self]) {
+            fn softmax_rows_streamed(x: &[Self], k: usize, inv_t: Self, e: &mut [Self], out: &mut [Self]) -> bool {
                 simd!($t; V => vector::softmax_rows_streamed::<V>(x, k, inv_t, e, out); _fused => softmax_rows_streamed_by_row(x, k, inv_t, e, out))
             }
 
-            fn log_softmax_row(x: &[Self], inv_t: Self, out: &mut [Self]) {
+            fn log_softmax_row(x: &[Self], inv_t: Self, out: &mut [Self]) -> bool {
                 simd!($t; V => vector::log_softmax_rows::<V>(x, x.len(), inv_t, out); _fused => log_softmax_row_by_parts(x, inv_t, out))
             }
 

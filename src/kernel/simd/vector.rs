@@ -6,6 +6,7 @@
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
 use super::exp::Real;
+use crate::kernel::forward::clean_sum;
 
 /// One SIMD register of `Self::T` lanes. Implementations exist only for
 /// instruction sets the CPU has been checked for (see `dispatch`).
@@ -53,7 +54,8 @@ pub(crate) trait Vector: Copy {
     /// `2^n` from `t = n + SHIFTER` (n an integer held in t's low bits).
     fn pow2_from_shifted(t: Self) -> Self;
     /// The last step of exp: `p · 2^n` where `n = t - SHIFTER`, and 0 where
-    /// `z < MIN_ARG` (z = -inf included, where p and t are NaN). This
+    /// `z < MIN_ARG` (z = -inf included, where p and t are NaN). A NaN `z`
+    /// must give NaN: that is how forward finds NaN logits. This
     /// default builds 2^n in the exponent bits and blends; AVX-512 overrides
     /// it with a zero-masked `vscalefps`, so that no lane underflows.
     #[inline(always)]
@@ -584,10 +586,11 @@ pub(crate) fn softmax_rows_streamed<V: Vector>(
     inv_t: V::T,
     e: &mut [V::T],
     out: &mut [V::T],
-) where
+) -> bool
+where
     V::T: ExpConsts,
 {
-    pipelined_rows::<V>(x, k, out, StreamedSoftmaxPasses { inv_t, e });
+    pipelined_rows::<V>(x, k, out, StreamedSoftmaxPasses { inv_t, e })
 }
 
 /// The passes of one row of a pipelined batch ([`pipelined_rows`]).
@@ -595,42 +598,50 @@ trait RowPasses<V: Vector> {
     /// The output of a fully masked row.
     fn masked(&self) -> V::T;
     /// All passes of row `x` (max `m`, not fully masked) into `out`, with
-    /// `beside` taking the next row's max, which it returns.
+    /// `beside` taking the next row's max; returns the row's sum of
+    /// exponentials and that max.
     fn run<const NEXT: bool>(
         &mut self,
         x: &[V::T],
         m: V::T,
         out: &mut [V::T],
         beside: MaxBeside<'_, V, NEXT>,
-    ) -> V::T;
+    ) -> (f64, V::T);
 }
 
 /// Runs `passes` over each `k`-value row of `x` into `out`. Each row's
 /// passes also take the max of the next row (see [`MaxBeside`]), so only
-/// the first row has a max pass of its own.
+/// the first row has a max pass of its own. Returns whether every row was
+/// free of NaN and `+inf`, from its sum (see `forward::clean_sum`).
 #[inline(always)]
 fn pipelined_rows<V: Vector>(
     x: &[V::T],
     k: usize,
     out: &mut [V::T],
     mut passes: impl RowPasses<V>,
-) {
+) -> bool {
     let Some(first) = x.get(..k).filter(|_| k > 0) else {
-        return;
+        return true;
     };
+    let mut clean = true;
     let mut m = row_max::<V>(first);
     for (i, (xr, or)) in x.chunks_exact(k).zip(out.chunks_exact_mut(k)).enumerate() {
         let next = x.get((i + 1) * k..(i + 2) * k);
         m = if m == V::T::NEG_INF {
             or.fill(passes.masked());
+            // `max` may have skipped a NaN.
+            clean &= all_finite::<V>(xr, true);
             next.map_or(V::T::NEG_INF, row_max::<V>)
         } else {
-            match next {
+            let (sum, next_m) = match next {
                 Some(n) => passes.run::<true>(xr, m, or, MaxBeside::new(n)),
                 None => passes.run::<false>(xr, m, or, MaxBeside::new(&[])),
-            }
+            };
+            clean &= clean_sum(sum);
+            next_m
         };
     }
+    clean
 }
 
 /// Softmax (`LOG` false) or log-softmax over rows in cache: one pass that
@@ -662,7 +673,7 @@ where
         m: V::T,
         out: &mut [V::T],
         beside: MaxBeside<'_, V, NEXT>,
-    ) -> V::T {
+    ) -> (f64, V::T) {
         let ahead = Ahead {
             rows: [next_row(out), row_after_next(x)],
         };
@@ -673,7 +684,7 @@ where
         } else {
             scale::<V>(out, V::T::narrow(1.0 / sum));
         }
-        next_m
+        (sum, next_m)
     }
 }
 
@@ -701,7 +712,7 @@ where
         m: V::T,
         out: &mut [V::T],
         beside: MaxBeside<'_, V, NEXT>,
-    ) -> V::T {
+    ) -> (f64, V::T) {
         let e = self.e.get_mut(..x.len()).unwrap_or_default();
         // The next row's own loads (its max) come during this pass; the row
         // after it is prefetched, so that those loads find it in cache.
@@ -711,26 +722,31 @@ where
         let (sum, next_m) =
             exp_shifted_ahead::<V, 1, NEXT, false>(x, m, self.inv_t, e, ahead, beside);
         scaled_stream::<V>(e, V::T::narrow(1.0 / sum), out);
-        next_m
+        (sum, next_m)
     }
 }
 
 /// Softmax of each row of `x` (rows of `k` values, `out` alike).
 #[inline(always)]
-pub(crate) fn softmax_rows<V: Vector>(x: &[V::T], k: usize, inv_t: V::T, out: &mut [V::T])
+pub(crate) fn softmax_rows<V: Vector>(x: &[V::T], k: usize, inv_t: V::T, out: &mut [V::T]) -> bool
 where
     V::T: ExpConsts,
 {
-    pipelined_rows::<V>(x, k, out, CachedPasses::<_, false> { inv_t });
+    pipelined_rows::<V>(x, k, out, CachedPasses::<_, false> { inv_t })
 }
 
 /// Log-softmax of each row of `x`.
 #[inline(always)]
-pub(crate) fn log_softmax_rows<V: Vector>(x: &[V::T], k: usize, inv_t: V::T, out: &mut [V::T])
+pub(crate) fn log_softmax_rows<V: Vector>(
+    x: &[V::T],
+    k: usize,
+    inv_t: V::T,
+    out: &mut [V::T],
+) -> bool
 where
     V::T: ExpConsts,
 {
-    pipelined_rows::<V>(x, k, out, CachedPasses::<_, true> { inv_t });
+    pipelined_rows::<V>(x, k, out, CachedPasses::<_, true> { inv_t })
 }
 
 /// Sums `f(a_i, b_i)` over two rows of equal length; tail lanes past the

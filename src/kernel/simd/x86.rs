@@ -245,12 +245,13 @@ impl Vector for F32x16 {
     }
     #[inline(always)]
     fn scale_pow2(p: Self, _t: Self, n: Self, z: Self, min_arg: Self) -> Self {
-        // SAFETY: see the module docs. p·2^n where z ≥ MIN_ARG, else 0. The
+        // SAFETY: see the module docs. p·2^n unless z < MIN_ARG, else 0
+        // (NaN is kept: forward screens its input by it). The
         // lanes below are masked out rather than left to underflow: an
         // underflowing result costs a microcode assist (~150 cycles), which
         // every -inf (masked) logit and every padded tail lane would pay.
         Self(unsafe {
-            let normal = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(z.0, min_arg.0);
+            let normal = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(z.0, min_arg.0);
             _mm512_maskz_scalef_ps(normal, p.0, n.0)
         })
     }
@@ -337,12 +338,13 @@ impl Vector for F64x8 {
     }
     #[inline(always)]
     fn scale_pow2(p: Self, _t: Self, n: Self, z: Self, min_arg: Self) -> Self {
-        // SAFETY: see the module docs. p·2^n where z ≥ MIN_ARG, else 0. The
+        // SAFETY: see the module docs. p·2^n unless z < MIN_ARG, else 0
+        // (NaN is kept: forward screens its input by it). The
         // lanes below are masked out rather than left to underflow: an
         // underflowing result costs a microcode assist (~150 cycles), which
         // every -inf (masked) logit and every padded tail lane would pay.
         Self(unsafe {
-            let normal = _mm512_cmp_pd_mask::<_CMP_GE_OQ>(z.0, min_arg.0);
+            let normal = _mm512_cmp_pd_mask::<_CMP_NLT_UQ>(z.0, min_arg.0);
             _mm512_maskz_scalef_pd(normal, p.0, n.0)
         })
     }
