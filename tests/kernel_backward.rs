@@ -199,3 +199,8 @@ fn shape_mismatch_is_an_error() {
         "{err:?}"
     );
 }
+
+#[test]
+fn nan_and_infinities_make_the_call_suspect() {
+    check_backward_screens();
+}

@@ -112,3 +112,39 @@ async fn uniform_upstream_gradient_passes_no_gradient() {
     }
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn finite_values_whose_products_overflow_are_not_rejected() {
+    // Only finiteness is required of the output tensor. In f32, 1e30·1e30
+    // overflows, which trips the kernel's screen; the scan that follows
+    // finds every value finite, so the call is served, as before the screen.
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let s = [1e30, 1e30, 1.0, 0.5, 0.25, 0.25];
+    let g = [1e30, 1e30, 0.0, 1.0, -1.0, 2.0];
+    for kind in [harness::wire::Kind::F32Typed, harness::wire::Kind::F32Raw] {
+        let resp = client
+            .backward(BackwardRequest {
+                output: Some(tensor(&[2, 3], &s, kind)),
+                logits: None,
+                grad_output: Some(tensor(&[2, 3], &g, kind)),
+                temperature: None,
+                log: false,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{kind:?}: {e}"))
+            .into_inner();
+        let got = expect(resp.grad_logits, &[2, 3], kind);
+        // The second row is an ordinary one and must be exact.
+        let want = backward_from_output(&s[3..], &g[3..]);
+        let diff = max_abs_diff(&got[3..], &want);
+        assert!(diff <= kind.tol(), "{kind:?}: {got:?} vs {want:?}");
+    }
+    server.stop().await.unwrap();
+}
+
+/// `s (g - ⟨g, s⟩)` in f64: the VJP given the forward output.
+fn backward_from_output(s: &[f64], g: &[f64]) -> Vec<f64> {
+    let d: f64 = s.iter().zip(g).map(|(s, g)| s * g).sum();
+    s.iter().zip(g).map(|(s, g)| s * (g - d)).collect()
+}

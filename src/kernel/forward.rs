@@ -9,7 +9,7 @@ use rayon::prelude::*;
 /// `-inf` entries are masked (probability 0); a fully masked row gives all
 /// zeros (log: all `-inf`). NaN and `+inf` have no softmax: the call screens
 /// for them as it goes, at no extra pass over `x`, and returns
-/// [`Screened::Rejected`] when it met one, leaving `out` meaningless.
+/// [`Screened::Suspect`] when it met one, leaving `out` meaningless.
 pub fn forward<F: Element>(
     x: ArrayView2<'_, F>,
     mut out: ArrayViewMut2<'_, F>,
@@ -47,11 +47,7 @@ pub fn forward<F: Element>(
                 .reduce(|| true, |a, b| a & b)
         }
     };
-    Ok(if clean {
-        Screened::Clean
-    } else {
-        Screened::Rejected
-    })
+    Ok(Screened::of(clean))
 }
 
 /// Values per pool task of the row-block forward (64 K: 256 KiB of f32).

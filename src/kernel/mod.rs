@@ -51,14 +51,47 @@ pub enum KernelError {
     Labels { got: usize, rows: usize },
 }
 
-/// What [`forward`] found in its input besides the softmax: `Rejected` when
-/// some row held a NaN or `+inf`, which the caller then reports (finding
-/// where takes a scan, worth paying only then).
+/// What a kernel call vouches for in its inputs besides its result: `Clean`
+/// when its screen, folded into the passes it makes anyway, proved every
+/// value one the operation takes; `Suspect` when it met a NaN or infinity it
+/// does not take (for [`forward`], exactly then) or could not tell. The
+/// caller then scans the inputs, which finds and names the value: a scan
+/// worth paying only then.
 #[must_use]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Screened {
     Clean,
-    Rejected,
+    Suspect,
+}
+
+impl Screened {
+    fn of(clean: bool) -> Self {
+        if clean {
+            Screened::Clean
+        } else {
+            Screened::Suspect
+        }
+    }
+}
+
+/// A screen's verdict gathered over rows that may run on several threads.
+struct Screen(std::sync::atomic::AtomicBool);
+
+impl Screen {
+    fn new() -> Self {
+        Self(std::sync::atomic::AtomicBool::new(true))
+    }
+
+    /// Records one row's verdict.
+    fn row(&self, clean: bool) {
+        if !clean {
+            self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn verdict(self) -> Screened {
+        Screened::of(self.0.into_inner())
+    }
 }
 
 /// Softmax (`Probs`) or log-softmax (`LogProbs`): which function a call is about,

@@ -6,7 +6,7 @@ use super::run::in_blocks_from_end;
 use super::tensor::{decode, decode_same, Decoded, Input, Wire};
 use super::validate::{check_block, check_values, inv_temperature, Allow};
 use super::{call::Call, Error, Softmax};
-use crate::kernel::{self, Exec, Form};
+use crate::kernel::{self, Exec, Form, Screened};
 use crate::proto::v1::{BackwardRequest, BackwardResponse, Tensor};
 use ndarray::{ArrayView2, ArrayViewMut2};
 
@@ -95,18 +95,28 @@ impl Softmax {
             let target = Target::of(&mut x, encode);
             let mut results = Results::new(&x, target);
             let (mut xs, mut gs) = (Vec::new(), Vec::new());
-            // Values are checked block by block, just before the kernel reads
-            // the same block from cache.
             in_blocks_from_end(x.rows, x.k, exec, cancel, |r, compute| {
                 let (xb, ob) = results.block(r.clone(), &mut xs)?;
                 let gb = g.block(r.clone(), &mut gs)?;
-                check_block(x.field, xb, r.start * x.k, allow)?;
-                check_block(g.field, gb, r.start * x.k, Allow::FiniteOnly)?;
-                if compute {
-                    let ob = ArrayViewMut2::from_shape((r.len(), x.k), ob)?;
-                    backward_block(from, xb, gb, ob, inv_t, form, exec)?;
+                let check = || {
+                    check_block(x.field, xb, r.start * x.k, allow)?;
+                    check_block(g.field, gb, r.start * x.k, Allow::FiniteOnly)
+                };
+                if !compute {
+                    // A block below has failed: only its error is wanted.
+                    return check();
                 }
-                Ok(())
+                // The kernel screens the values as it computes; a block is
+                // scanned only when it is suspect. Its inputs are still there
+                // (results never go over the block being read).
+                let ob = ArrayViewMut2::from_shape((r.len(), x.k), ob)?;
+                match backward_block(from, xb, gb, ob, inv_t, form, exec)? {
+                    Screened::Clean => Ok(()),
+                    // Clean after all (finite products that overflowed, or
+                    // log-probabilities, which are not screened): the
+                    // results stand.
+                    Screened::Suspect => check(),
+                }
             })?;
             Ok(results.finish(&x))
         })
@@ -123,12 +133,11 @@ fn backward_block<F: Wire>(
     inv_t: F,
     form: Form,
     exec: Exec,
-) -> Result<(), Error> {
+) -> Result<Screened, Error> {
     let x = ArrayView2::from_shape(out.dim(), x)?;
     let g = ArrayView2::from_shape(out.dim(), g)?;
-    match from {
+    Ok(match from {
         From::Output => kernel::backward(x, g, out, inv_t, form, exec)?,
         From::Logits => kernel::backward_from_logits(x, g, out, inv_t, form, exec)?,
-    }
-    Ok(())
+    })
 }

@@ -60,7 +60,7 @@ impl Softmax {
                 // name its first bad value.
                 match kernel::forward(xv, ov, inv_t, form, exec)? {
                     Screened::Clean => Ok(()),
-                    Screened::Rejected => {
+                    Screened::Suspect => {
                         check_block(x.field, xb, offset, Allow::NegInf)?;
                         Err(Error::Internal(format!(
                             "{}: the kernel rejected values {offset}.. that the check passes",

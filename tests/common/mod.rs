@@ -163,8 +163,13 @@ pub fn backward<F: Element>(
         "finite logits and masks pass"
     );
     let mut out = Array2::<F>::zeros(x.dim());
-    kernel::backward(s.view(), g.view(), out.view_mut(), F::of(inv_t), form, exec)
-        .expect("shapes agree");
+    let screened = kernel::backward(s.view(), g.view(), out.view_mut(), F::of(inv_t), form, exec);
+    // Log-probabilities are not screened.
+    let want = match form {
+        Form::Probs => Screened::Clean,
+        Form::LogProbs => Screened::Suspect,
+    };
+    assert_eq!(screened, Ok(want), "finite probabilities and gradients");
     widen(&out)
 }
 
@@ -178,8 +183,13 @@ pub fn backward_from_logits<F: Element>(
     let x = cast::<F>(x);
     let g = cast::<F>(g);
     let mut out = Array2::<F>::zeros(x.dim());
-    kernel::backward_from_logits(x.view(), g.view(), out.view_mut(), F::of(inv_t), form, exec)
-        .expect("shapes agree");
+    let screened =
+        kernel::backward_from_logits(x.view(), g.view(), out.view_mut(), F::of(inv_t), form, exec);
+    assert_eq!(
+        screened,
+        Ok(Screened::Clean),
+        "finite logits, masks, gradients"
+    );
     widen(&out)
 }
 
@@ -450,7 +460,7 @@ fn check_all_finite_of<F: Element>() {
 
 /// Forward's screen: every NaN or `+inf`, wherever it sits (first value,
 /// vector tails, a fully masked row, any row of a batch), makes the call
-/// `Rejected`; finite values, `-inf` masks and extremes (`±MAX`, where
+/// `Suspect`; finite values, `-inf` masks and extremes (`±MAX`, where
 /// `x - max` overflows to `-inf`) never do, on either path.
 pub fn check_forward_screens() {
     check_forward_screens_of::<f32>();
@@ -492,9 +502,77 @@ fn check_forward_screens_of<F: Element>() {
                     for exec in [Exec::Inline, Exec::Pool] {
                         assert_eq!(
                             screen::<F>(&bad, form, exec),
-                            Screened::Rejected,
+                            Screened::Suspect,
                             "{v} at {at} of [{rows}, {k}], {form:?}, {exec:?}"
                         );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Backward's screen: a NaN or infinity anywhere in the probabilities or the
+/// gradient (from the output), or NaN/`+inf` in the logits or NaN/±inf in
+/// the gradient (from the logits, both forms) makes the call `Suspect`.
+pub fn check_backward_screens() {
+    check_backward_screens_of::<f32>();
+    check_backward_screens_of::<f64>();
+}
+
+fn check_backward_screens_of<F: Element>() {
+    let odd = [f64::NAN, f64::INFINITY, NEG_INF];
+    for (n, k) in [1usize, 7, 16, 33, 100].into_iter().enumerate() {
+        let rows = 3;
+        let mut x = spread(rows * k, n as u64, -10.0, 10.0);
+        if k > 2 {
+            x[1] = NEG_INF;
+        }
+        let x = Array2::from_shape_vec((rows, k), x).unwrap_or_default();
+        let g = Array2::from_shape_vec((rows, k), spread(rows * k, 9 + n as u64, -1.0, 1.0))
+            .unwrap_or_default();
+        let s = forward::<F>(&x, 1.0, Form::Probs, Exec::Inline);
+        let spots = [0, k / 2, k - 1, k, 3 * k - 1];
+        for at in spots {
+            for v in odd {
+                let set = |a: &Array2<f64>| {
+                    let mut a = a.clone();
+                    if let Some(slot) = a.iter_mut().nth(at) {
+                        *slot = v;
+                    }
+                    a
+                };
+                let what = format!("{v} at {at} of [{rows}, {k}]");
+                for exec in [Exec::Inline, Exec::Pool] {
+                    let screen = |x: &Array2<f64>, g: &Array2<f64>, from_logits, form| {
+                        let (x, g) = (cast::<F>(x), cast::<F>(g));
+                        let mut out = Array2::<F>::zeros(x.dim());
+                        let (x, g, o) = (x.view(), g.view(), out.view_mut());
+                        let got = if from_logits {
+                            kernel::backward_from_logits(x, g, o, F::one(), form, exec)
+                        } else {
+                            kernel::backward(x, g, o, F::one(), form, exec)
+                        };
+                        got.expect("shapes agree")
+                    };
+                    let suspect = Screened::Suspect;
+                    assert_eq!(
+                        screen(&set(&s), &g, false, Form::Probs),
+                        suspect,
+                        "s: {what}"
+                    );
+                    assert_eq!(
+                        screen(&s, &set(&g), false, Form::Probs),
+                        suspect,
+                        "g: {what}"
+                    );
+                    for form in FORMS {
+                        let gx = screen(&x, &set(&g), true, form);
+                        assert_eq!(gx, suspect, "g from logits: {what}, {form:?}");
+                        if v != NEG_INF {
+                            let xx = screen(&set(&x), &g, true, form);
+                            assert_eq!(xx, suspect, "logits: {what}, {form:?}");
+                        }
                     }
                 }
             }
@@ -512,6 +590,7 @@ pub fn screen<F: Element>(x: &Array2<f64>, form: Form, exec: Exec) -> Screened {
 pub fn check_all_ops() {
     check_all_finite();
     check_forward_screens();
+    check_backward_screens();
     let ks = [
         1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 100, 257, 1000,
     ];
