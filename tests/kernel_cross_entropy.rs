@@ -234,3 +234,8 @@ fn wrong_label_count_is_an_error() {
     );
     assert_eq!(err, Err(KernelError::Labels { got: 1, rows: 2 }));
 }
+
+#[test]
+fn nan_and_pos_inf_logits_make_the_call_suspect() {
+    check_cross_entropy_screens();
+}

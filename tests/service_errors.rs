@@ -323,6 +323,35 @@ async fn bad_values_far_into_large_raw_tensors_name_their_position() {
                 at - 1
             )
         );
+        // CrossEntropy's logits, against labels and a distribution; again
+        // the lower of two bad values is named.
+        let mut x = vec![0.5; 64_000];
+        x[at] = f64::NAN;
+        let uniform = tensor(&[64, 1000], &vec![1e-3; 64_000], kind);
+        for (bad, want) in [(None, at), (Some(2_500), 2_500)] {
+            if let Some(b) = bad {
+                x[b] = f64::INFINITY;
+            }
+            for target in [None, Some(uniform.clone())] {
+                let req = CrossEntropyRequest {
+                    logits: Some(tensor(&[64, 1000], &x, kind)),
+                    labels: if target.is_some() {
+                        vec![]
+                    } else {
+                        vec![3; 64]
+                    },
+                    target,
+                    temperature: None,
+                };
+                let Err(err) = c.cross_entropy(req).await else {
+                    panic!("logits with {bad:?} bad from {at}: served");
+                };
+                assert_eq!(err.code(), Code::InvalidArgument);
+                let what = if bad.is_some() { "+inf" } else { "NaN" };
+                let needle = format!("logits: {what} at flat index {want} (only finite");
+                assert!(err.message().starts_with(&needle), "{}", err.message());
+            }
+        }
     }
     server.stop().await.unwrap();
 }

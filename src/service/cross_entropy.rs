@@ -3,9 +3,11 @@
 
 use super::run::in_blocks;
 use super::tensor::{decode, decode_same, to_tensor, Decoded, Input, Wire};
-use super::validate::{check_labels, check_target, check_values, inv_temperature, Allow};
+use super::validate::{
+    check_block, check_labels, check_target, inv_temperature, unexplained_suspect, Allow,
+};
 use super::{call::Call, Error, Softmax};
-use crate::kernel::{self, Target};
+use crate::kernel::{self, Screened, Target};
 use crate::proto::v1::{CrossEntropyRequest, CrossEntropyResponse, Tensor};
 use ndarray::{ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 
@@ -67,7 +69,6 @@ impl Softmax {
             }
         };
         let inv_t = inv_temperature::<F>(temperature)?;
-        check_values(&x, Allow::NegInf)?;
         let width = std::mem::size_of::<F>();
         self.check_response("grad_logits", x.len().saturating_add(x.rows), width)?;
         let inputs = if matches!(against, Against::Dist(_)) {
@@ -99,14 +100,18 @@ impl Softmax {
                     xv.slice_axis(Axis(0), r.clone().into()),
                     gv.slice_axis_mut(Axis(0), r.clone().into()),
                 );
-                Ok(kernel::cross_entropy(
-                    xb,
-                    target,
-                    lv.slice_axis_mut(Axis(0), r.into()),
-                    gb,
-                    inv_t,
-                    exec,
-                )?)
+                let lb = lv.slice_axis_mut(Axis(0), r.clone().into());
+                // The kernel screens the logits as it computes; only a
+                // suspect block is scanned, to name its first bad value.
+                match kernel::cross_entropy(xb, target, lb, gb, inv_t, exec)? {
+                    Screened::Clean => Ok(()),
+                    Screened::Suspect => {
+                        let offset = r.start * x.k;
+                        let values = x.values()?.get(offset..r.end * x.k).unwrap_or_default();
+                        check_block(x.field, values, offset, Allow::NegInf)?;
+                        Err(unexplained_suspect(x.field, offset))
+                    }
+                }
             })?;
             Ok((
                 to_tensor(x.batch_dims(), loss, x.encoding),

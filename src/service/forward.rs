@@ -4,7 +4,7 @@ use super::framed::Reply;
 use super::reuse::{Results, Target};
 use super::run::in_blocks_from_end;
 use super::tensor::{decode, Decoded, Input, Wire};
-use super::validate::{check_block, inv_temperature, Allow};
+use super::validate::{check_block, inv_temperature, unexplained_suspect, Allow};
 use super::{call::Call, Error, Softmax};
 use crate::kernel::{self, Form, Screened};
 use crate::proto::v1::{ForwardRequest, ForwardResponse, Tensor};
@@ -62,10 +62,7 @@ impl Softmax {
                     Screened::Clean => Ok(()),
                     Screened::Suspect => {
                         check_block(x.field, xb, offset, Allow::NegInf)?;
-                        Err(Error::Internal(format!(
-                            "{}: the kernel rejected values {offset}.. that the check passes",
-                            x.field
-                        )))
+                        Err(unexplained_suspect(x.field, offset))
                     }
                 }
             })?;

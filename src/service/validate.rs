@@ -25,6 +25,14 @@ pub fn inv_temperature<F: Element>(t: Option<f32>) -> Result<F, Error> {
     Ok(inv)
 }
 
+/// The error for a block the kernel's exact screen called suspect but the
+/// scan found clean: a bug, never the client's fault.
+pub fn unexplained_suspect(field: &str, offset: usize) -> Error {
+    Error::Internal(format!(
+        "{field}: the kernel screened out values from flat index {offset} that the check passes"
+    ))
+}
+
 /// Which non-finite values a tensor may hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Allow {

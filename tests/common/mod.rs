@@ -233,15 +233,19 @@ pub fn cross_entropy_labels<F: Element>(
     let x = cast::<F>(x);
     let mut loss = Array1::<F>::zeros(x.nrows());
     let mut grad = Array2::<F>::zeros(x.dim());
-    kernel::cross_entropy(
+    let screened = kernel::cross_entropy(
         x.view(),
         Target::Labels(labels),
         loss.view_mut(),
         grad.view_mut(),
         F::of(inv_t),
         exec,
-    )
-    .expect("shapes agree");
+    );
+    assert_eq!(
+        screened,
+        Ok(Screened::Clean),
+        "finite logits and masks pass"
+    );
     (widen(&loss), widen(&grad))
 }
 
@@ -256,15 +260,19 @@ pub fn cross_entropy_dist<F: Element>(
     let y = cast::<F>(y);
     let mut loss = Array1::<F>::zeros(x.nrows());
     let mut grad = Array2::<F>::zeros(x.dim());
-    kernel::cross_entropy(
+    let screened = kernel::cross_entropy(
         x.view(),
         Target::Dist(y.view()),
         loss.view_mut(),
         grad.view_mut(),
         F::of(inv_t),
         exec,
-    )
-    .expect("shapes agree");
+    );
+    assert_eq!(
+        screened,
+        Ok(Screened::Clean),
+        "finite logits and masks pass"
+    );
     (widen(&loss), widen(&grad))
 }
 
@@ -580,6 +588,60 @@ fn check_backward_screens_of<F: Element>() {
     }
 }
 
+/// Cross-entropy screens its logits as forward does, against labels and
+/// distributions alike.
+pub fn check_cross_entropy_screens() {
+    check_cross_entropy_screens_of::<f32>();
+    check_cross_entropy_screens_of::<f64>();
+}
+
+fn check_cross_entropy_screens_of<F: Element>() {
+    for (n, k) in [1usize, 7, 16, 33, 100].into_iter().enumerate() {
+        let rows = 3;
+        let mut x = spread(rows * k, n as u64, -10.0, 10.0);
+        // The last row fully masked: a NaN there hides from the max.
+        for v in &mut x[(rows - 1) * k..] {
+            *v = NEG_INF;
+        }
+        let x = Array2::from_shape_vec((rows, k), x).unwrap_or_default();
+        let y = Array2::from_elem((rows, k), 1.0 / k as f64);
+        let labels: Vec<u32> = (0..rows as u32).map(|r| r % k as u32).collect();
+        let screen = |x: &Array2<f64>, dist: bool, exec| {
+            let (x, y) = (cast::<F>(x), cast::<F>(&y));
+            let mut loss = Array1::<F>::zeros(rows);
+            let mut grad = Array2::<F>::zeros(x.dim());
+            let target = if dist {
+                Target::Dist(y.view())
+            } else {
+                Target::Labels(&labels)
+            };
+            let (l, g) = (loss.view_mut(), grad.view_mut());
+            kernel::cross_entropy(x.view(), target, l, g, F::one(), exec).expect("shapes agree")
+        };
+        for at in [0, k / 2, k - 1, k, 3 * k - 1] {
+            for v in [f64::NAN, f64::INFINITY] {
+                let mut bad = x.clone();
+                if let Some(slot) = bad.iter_mut().nth(at) {
+                    *slot = v;
+                }
+                for (dist, exec) in [(false, Exec::Inline), (true, Exec::Pool)] {
+                    assert_eq!(
+                        screen(&x, dist, exec),
+                        Screened::Clean,
+                        "clean [{rows}, {k}]"
+                    );
+                    let got = screen(&bad, dist, exec);
+                    assert_eq!(
+                        got,
+                        Screened::Suspect,
+                        "{v} at {at} of [{rows}, {k}], dist {dist}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// What forward's screen says of `x`.
 pub fn screen<F: Element>(x: &Array2<f64>, form: Form, exec: Exec) -> Screened {
     let x = cast::<F>(x);
@@ -591,6 +653,7 @@ pub fn check_all_ops() {
     check_all_finite();
     check_forward_screens();
     check_backward_screens();
+    check_cross_entropy_screens();
     let ks = [
         1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 100, 257, 1000,
     ];
