@@ -2,7 +2,7 @@
 # Runs the Rust, Python and Node client suites against one real softmaxd:
 # builds the server as `cargo test` builds it (dev profile, the features its
 # tests unify; after `cargo test` this is no work, where a release build cost
-# CI four minutes; the container test still runs a release binary), starts
+# CI four minutes), starts
 # it on a free loopback port, installs the clients' dependencies from PyPI
 # and npm, runs the three suites, stops the server, and exits non-zero if
 # any suite failed.
