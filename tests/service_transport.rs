@@ -6,11 +6,16 @@
 mod harness;
 
 use bytes::Bytes;
-use harness::reference::{backward, log_softmax, max_abs_diff, per_row, softmax, values};
+use harness::reference::{
+    backward, cross_entropy, jacobian, log_softmax, max_abs_diff, per_row, softmax, values,
+};
 use harness::wire::{expect, read, tensor, Kind};
 use harness::{raw_call, TestServer, FORWARD};
 use prost::Message;
-use softmaxd::proto::v1::{BackwardRequest, BackwardResponse, ForwardRequest, ForwardResponse};
+use softmaxd::proto::v1::{
+    BackwardRequest, BackwardResponse, CrossEntropyRequest, CrossEntropyResponse, ForwardRequest,
+    ForwardResponse, JacobianRequest, JacobianResponse,
+};
 use softmaxd::server::Config;
 use tonic::codec::CompressionEncoding;
 
@@ -51,6 +56,24 @@ async fn compressed_requests_and_responses() {
         let got = expect(resp.into_inner().output, &[4, 100], Kind::F64Raw);
         let want = per_row(&x, 100, |r| softmax(r, 1.0));
         assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-12));
+        // The other unary methods leave the direct route the same way.
+        let y = per_row(&x, 100, |r| softmax(r, 2.0));
+        let resp = client
+            .cross_entropy(CrossEntropyRequest {
+                logits: Some(tensor(&[4, 100], &x, Kind::F64Raw)),
+                target: Some(tensor(&[4, 100], &y, Kind::F64Raw)),
+                ..CrossEntropyRequest::default()
+            })
+            .await
+            .unwrap();
+        assert!(resp.metadata().get("grpc-encoding").is_some(), "{enc:?}");
+        let got = expect(resp.into_inner().grad_logits, &[4, 100], Kind::F64Raw);
+        let want: Vec<f64> = x
+            .chunks(100)
+            .zip(y.chunks(100))
+            .flat_map(|(x, y)| cross_entropy(x, y, 1.0).1)
+            .collect();
+        assert!(max_abs_diff(&got, &want) < 1e-12);
     }
     server.stop().await.unwrap();
 }
@@ -151,6 +174,9 @@ async fn a_32_mib_request_is_served() {
     server.stop().await.unwrap();
 }
 
+const CROSS_ENTROPY: &str = "/softmax.v1.SoftmaxService/CrossEntropy";
+const JACOBIAN: &str = "/softmax.v1.SoftmaxService/Jacobian";
+
 /// `m` as one uncompressed gRPC message.
 fn grpc_frame(m: &impl Message) -> Bytes {
     let body = m.encode_to_vec();
@@ -229,60 +255,114 @@ fn split(frame: &Bytes, cuts: &[usize]) -> Vec<Bytes> {
     bounds.windows(2).map(|w| frame.slice(w[0]..w[1])).collect()
 }
 
-#[tokio::test]
-async fn a_request_gets_the_same_answer_in_one_data_frame_or_several() {
-    // A request in one DATA frame is decoded where h2 read it; over several
-    // it goes through tonic's decoder. Answers and errors must not differ.
-    let server = TestServer::start().await;
-    let x = Kind::F32Raw.round(&values(6 * 50, 41, -5.0, 5.0));
-    let good = grpc_frame(&ForwardRequest {
-        logits: Some(tensor(&[6, 50], &x, Kind::F32Raw)),
-        temperature: Some(0.5),
-        log: true,
-    });
-    let mut garbage = good.to_vec();
-    garbage[5] = 0xFF; // no valid protobuf key
-    let garbage = Bytes::from(garbage);
-    let mut flagged = good.to_vec();
-    flagged[0] = 1; // compressed, but no grpc-encoding was named
-    let flagged = Bytes::from(flagged);
-    let mut short = good.to_vec();
-    short.pop(); // the prefix promises one byte more than comes
-    let short = Bytes::from(short);
-    let mut trailing = good.to_vec();
-    trailing.extend_from_slice(&[1, 2, 3]); // not a message: unary reads only the first
-    let trailing = Bytes::from(trailing);
-    for (what, frame) in [
-        ("good", good),
-        ("garbage", garbage),
-        ("flagged", flagged),
-        ("short", short),
-        ("trailing", trailing),
-    ] {
-        let whole = raw_exchange(server.addr, FORWARD, std::slice::from_ref(&frame)).await;
+/// `good` and four ways of spoiling it, each named.
+fn spoiled(good: &Bytes) -> [(&'static str, Bytes); 5] {
+    let with = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut v = good.to_vec();
+        f(&mut v);
+        Bytes::from(v)
+    };
+    [
+        ("good", good.clone()),
+        ("garbage", with(&|v| v[5] = 0xFF)), // no valid protobuf key
+        // Compressed, but no grpc-encoding was named.
+        ("flagged", with(&|v| v[0] = 1)),
+        // The prefix promises one byte more than comes.
+        (
+            "short",
+            with(&|v| {
+                v.pop();
+            }),
+        ),
+        // Not a message: unary reads only the first.
+        ("trailing", with(&|v| v.extend_from_slice(&[1, 2, 3]))),
+    ]
+}
+
+/// Sends `good` and its spoiled variants to `path` whole and cut into
+/// several DATA frames, asserts that the cuts change nothing and that only
+/// the good ones succeed, and returns the good answer's message.
+async fn same_whole_or_cut(addr: std::net::SocketAddr, path: &str, good: &Bytes) -> Vec<u8> {
+    let mut answer = None;
+    for (what, frame) in spoiled(good) {
+        let whole = raw_exchange(addr, path, std::slice::from_ref(&frame)).await;
         for cuts in [&[5][..], &[2, 100], &[5, 6, 7, frame.len() - 1]] {
-            let pieces = raw_exchange(server.addr, FORWARD, &split(&frame, cuts)).await;
+            let pieces = raw_exchange(addr, path, &split(&frame, cuts)).await;
             assert_eq!(
                 (&pieces.status, &pieces.message, &pieces.body),
                 (&whole.status, &whole.message, &whole.body),
-                "{what} cut at {cuts:?}"
+                "{path}: {what} cut at {cuts:?}"
             );
         }
         let ok = whole.status == "0";
         assert_eq!(
             ok,
             matches!(what, "good" | "trailing"),
-            "{what}: {} {}",
+            "{path}: {what}: {} {}",
             whole.status,
             whole.message
         );
-        if ok {
-            let resp = ForwardResponse::decode(&whole.body[5..]).unwrap();
-            let got = expect(resp.output, &[6, 50], Kind::F32Raw);
-            let want = per_row(&x, 50, |r| log_softmax(r, 0.5));
-            assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-5));
+        if what == "good" {
+            answer = Some(whole.body[5..].to_vec());
         }
     }
+    answer.expect("the good request was answered")
+}
+
+#[tokio::test]
+async fn a_request_gets_the_same_answer_in_one_data_frame_or_several() {
+    // A request in one DATA frame is decoded where h2 read it; over several
+    // it is assembled, or replayed into tonic's decoder when it is not a
+    // plain message. Answers and errors must not differ, for every unary
+    // method that takes that path.
+    let server = TestServer::start().await;
+    let x = Kind::F32Raw.round(&values(6 * 50, 41, -5.0, 5.0));
+    let frame = grpc_frame(&ForwardRequest {
+        logits: Some(tensor(&[6, 50], &x, Kind::F32Raw)),
+        temperature: Some(0.5),
+        log: true,
+    });
+    let answer = same_whole_or_cut(server.addr, FORWARD, &frame).await;
+    let got = expect(
+        ForwardResponse::decode(&answer[..]).unwrap().output,
+        &[6, 50],
+        Kind::F32Raw,
+    );
+    let want = per_row(&x, 50, |r| log_softmax(r, 0.5));
+    assert!(max_abs_diff(&got, &want) <= 1e-5);
+
+    let labels: Vec<u32> = (0..6).map(|i| i * 7 % 50).collect();
+    let frame = grpc_frame(&CrossEntropyRequest {
+        logits: Some(tensor(&[6, 50], &x, Kind::F32Raw)),
+        labels: labels.clone(),
+        ..CrossEntropyRequest::default()
+    });
+    let answer = same_whole_or_cut(server.addr, CROSS_ENTROPY, &frame).await;
+    let resp = CrossEntropyResponse::decode(&answer[..]).unwrap();
+    let (loss, grad) = (
+        expect(resp.loss, &[6], Kind::F32Raw),
+        expect(resp.grad_logits, &[6, 50], Kind::F32Raw),
+    );
+    for (r, &c) in labels.iter().enumerate() {
+        let row = &x[r * 50..(r + 1) * 50];
+        let y: Vec<f64> = (0..50).map(|j| f64::from(j == c as usize)).collect();
+        let (want_loss, want_grad) = cross_entropy(row, &y, 1.0);
+        assert!((loss[r] - want_loss).abs() <= 1e-5 * want_loss.abs().max(1.0));
+        assert!(max_abs_diff(&grad[r * 50..(r + 1) * 50], &want_grad) <= 1e-6);
+    }
+
+    let frame = grpc_frame(&JacobianRequest {
+        logits: Some(tensor(&[2, 50], &x[..100], Kind::F32Raw)),
+        ..JacobianRequest::default()
+    });
+    let answer = same_whole_or_cut(server.addr, JACOBIAN, &frame).await;
+    let got = expect(
+        JacobianResponse::decode(&answer[..]).unwrap().jacobian,
+        &[2, 50, 50],
+        Kind::F32Raw,
+    );
+    let want = per_row(&x[..100], 50, |r| jacobian(r, 1.0, false));
+    assert!(max_abs_diff(&got, &want) <= 1e-6);
     server.stop().await.unwrap();
 }
 

@@ -1,7 +1,11 @@
 //! The SoftmaxService endpoint with unary Forward and Backward answered
 //! directly: the service computes results (raw or typed) straight into the
 //! encoded response, which goes to h2 as it is, with no second copy through
-//! tonic's encoder (see `service::Reply`).
+//! tonic's encoder (see `service::Reply`). Unary Jacobian and CrossEntropy
+//! take the same request path (the message decoded where h2 read it, or
+//! assembled once) and are encoded here in one exactly sized buffer: through
+//! tonic, the request was copied into a decode buffer that grew frame by
+//! frame, and `memmove` was a quarter of a CrossEntropy [64,1000] call.
 //!
 //! Only uncompressed calls take this route: a compressed request, or a
 //! response that should be compressed, goes through tonic's own handler,
@@ -24,11 +28,13 @@ use std::future::Future;
 use std::task::{Context, Poll};
 use tonic::body::Body;
 use tonic::server::NamedService;
-use tonic::Status;
+use tonic::{Request, Status};
 use tower::Service;
 
 const FORWARD: &str = "/softmax.v1.SoftmaxService/Forward";
 const BACKWARD: &str = "/softmax.v1.SoftmaxService/Backward";
+const JACOBIAN: &str = "/softmax.v1.SoftmaxService/Jacobian";
+const CROSS_ENTROPY: &str = "/softmax.v1.SoftmaxService/CrossEntropy";
 
 /// A service whose unary Forward and Backward may answer with a response
 /// already encoded.
@@ -69,8 +75,9 @@ impl Unary for Echo {
     }
 }
 
-/// Routes uncompressed unary Forward and Backward calls to the service's
-/// encoding handlers, everything else to tonic's generated server.
+/// Routes uncompressed unary calls to the service's handlers (Forward and
+/// Backward to those that encode their own answers), the streaming ones and
+/// anything compressed to tonic's generated server.
 #[derive(Clone)]
 pub struct Direct<S: Unary> {
     service: S,
@@ -146,6 +153,20 @@ impl<S: Unary> Service<http::Request<Body>> for Direct<S> {
                     max,
                     |m| async move { Unary::backward(&service, m).await },
                 )
+                .await)
+            }),
+            JACOBIAN => Box::pin(async move {
+                Ok(unary(req, max, |m| async move {
+                    let answer = SoftmaxService::jacobian(&service, Request::new(m)).await;
+                    answer.map(|r| Reply::Message(r.into_inner()))
+                })
+                .await)
+            }),
+            CROSS_ENTROPY => Box::pin(async move {
+                Ok(unary(req, max, |m| async move {
+                    let answer = SoftmaxService::cross_entropy(&service, Request::new(m)).await;
+                    answer.map(|r| Reply::Message(r.into_inner()))
+                })
                 .await)
             }),
             _ => self.generated.call(req),

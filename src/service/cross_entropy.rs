@@ -44,7 +44,6 @@ impl Softmax {
         target: Option<Tensor>,
         temperature: Option<f32>,
     ) -> Result<(Tensor, Tensor), Error> {
-        let x = x.contiguous();
         let against = match (labels.is_empty(), target) {
             (false, Some(_)) => {
                 return Err(Error::invalid(
@@ -81,14 +80,17 @@ impl Softmax {
             let shape = (x.rows, x.k);
             let mut loss = vec![F::zero(); x.rows];
             let mut grad = F::pool().take(x.len());
-            let xv = ArrayView2::from_shape(shape, x.values()?)?;
             let mut lv = ArrayViewMut1::from(&mut loss[..]);
             let mut gv = ArrayViewMut2::from_shape(shape, &mut grad)?;
             let dist = match &against {
                 Against::Labels(_) => None,
                 Against::Dist(y) => Some(ArrayView2::from_shape(shape, y.values()?)?),
             };
+            // Raw logits are read a row block at a time (copied into a
+            // cache-sized scratch when unaligned), never as a whole copy.
+            let mut xs = Vec::new();
             in_blocks(x.rows, x.k, exec, cancel, |r| {
+                let values = x.block(r.clone(), &mut xs)?;
                 let target = match (&against, &dist) {
                     (Against::Labels(l), _) => Target::Labels(l.get(r.clone()).unwrap_or_default()),
                     (_, Some(y)) => Target::Dist(y.slice_axis(Axis(0), r.clone().into())),
@@ -97,7 +99,7 @@ impl Softmax {
                     }
                 };
                 let (xb, gb) = (
-                    xv.slice_axis(Axis(0), r.clone().into()),
+                    ArrayView2::from_shape((r.len(), x.k), values)?,
                     gv.slice_axis_mut(Axis(0), r.clone().into()),
                 );
                 let lb = lv.slice_axis_mut(Axis(0), r.clone().into());
@@ -107,7 +109,6 @@ impl Softmax {
                     Screened::Clean => Ok(()),
                     Screened::Suspect => {
                         let offset = r.start * x.k;
-                        let values = x.values()?.get(offset..r.end * x.k).unwrap_or_default();
                         check_block(x.field, values, offset, Allow::NegInf)?;
                         Err(unexplained_suspect(x.field, offset))
                     }
