@@ -420,5 +420,28 @@ async fn raw_answers_are_canonical_grpc_messages_on_the_wire() {
         .flat_map(|(x, g)| backward(x, g, 1.0, false))
         .collect();
     assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-13));
+
+    // Jacobian, both encodings, with batch dims: a unary answer's
+    // `first_row` is 0, so the message is the tensor's field alone.
+    let x = values(2 * 3 * 6, 37, -3.0, 3.0);
+    for (kind, tol) in [(Kind::F32Typed, 1e-6), (Kind::F64Raw, 1e-14)] {
+        let x = kind.round(&x);
+        let req = JacobianRequest {
+            logits: Some(tensor(&[2, 3, 6], &x, kind)),
+            temperature: Some(1.5),
+            ..JacobianRequest::default()
+        };
+        let (content_type, msg, status) = raw_unary(server.addr, JACOBIAN, grpc_frame(&req)).await;
+        assert_eq!(
+            (content_type.as_str(), status.as_str()),
+            ("application/grpc", "0")
+        );
+        let resp = JacobianResponse::decode(msg.clone()).unwrap();
+        assert_eq!(resp.encode_to_vec(), msg, "{kind:?}: byte for byte");
+        assert_eq!(resp.first_row, 0);
+        let got = expect(resp.jacobian, &[2, 3, 6, 6], kind);
+        let want = per_row(&x, 6, |r| jacobian(r, 1.5, false));
+        assert!(max_abs_diff(&got, &want) <= tol, "{kind:?}");
+    }
     server.stop().await.unwrap();
 }

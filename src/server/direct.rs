@@ -1,9 +1,9 @@
-//! The SoftmaxService endpoint with unary Forward and Backward answered
-//! directly: the service computes results (raw or typed) straight into the
-//! encoded response, which goes to h2 as it is, with no second copy through
-//! tonic's encoder (see `service::Reply`). Unary Jacobian and CrossEntropy
-//! take the same request path (the message decoded where h2 read it, or
-//! assembled once) and are encoded here in one exactly sized buffer: through
+//! The SoftmaxService endpoint with unary Forward, Backward and Jacobian
+//! answered directly: the service computes results (raw or typed) straight
+//! into the encoded response, which goes to h2 as it is, with no second
+//! copy through tonic's encoder (see `service::Reply`). Unary CrossEntropy
+//! takes the same request path (the message decoded where h2 read it, or
+//! assembled once) and is encoded here in one exactly sized buffer: through
 //! tonic, the request was copied into a decode buffer that grew frame by
 //! frame, and `memmove` was a quarter of a CrossEntropy [64,1000] call.
 //!
@@ -14,7 +14,10 @@
 
 use super::request;
 use crate::proto::v1::softmax_service_server::{SoftmaxService, SoftmaxServiceServer};
-use crate::proto::v1::{BackwardRequest, BackwardResponse, ForwardRequest, ForwardResponse};
+use crate::proto::v1::{
+    BackwardRequest, BackwardResponse, ForwardRequest, ForwardResponse, JacobianRequest,
+    JacobianResponse,
+};
 use crate::service::{Echo, Encoded, Reply, Softmax, PREFIX};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
@@ -36,8 +39,8 @@ const BACKWARD: &str = "/softmax.v1.SoftmaxService/Backward";
 const JACOBIAN: &str = "/softmax.v1.SoftmaxService/Jacobian";
 const CROSS_ENTROPY: &str = "/softmax.v1.SoftmaxService/CrossEntropy";
 
-/// A service whose unary Forward and Backward may answer with a response
-/// already encoded.
+/// A service whose unary Forward, Backward and Jacobian may answer with a
+/// response already encoded.
 pub trait Unary: SoftmaxService + Clone {
     fn forward(
         &self,
@@ -47,6 +50,10 @@ pub trait Unary: SoftmaxService + Clone {
         &self,
         req: BackwardRequest,
     ) -> impl Future<Output = Result<Reply<BackwardResponse>, Status>> + Send;
+    fn jacobian(
+        &self,
+        req: JacobianRequest,
+    ) -> impl Future<Output = Result<Reply<JacobianResponse>, Status>> + Send;
 }
 
 impl Unary for Softmax {
@@ -62,6 +69,12 @@ impl Unary for Softmax {
     ) -> impl Future<Output = Result<Reply<BackwardResponse>, Status>> + Send {
         self.backward_unary(req, true)
     }
+    fn jacobian(
+        &self,
+        req: JacobianRequest,
+    ) -> impl Future<Output = Result<Reply<JacobianResponse>, Status>> + Send {
+        self.jacobian_unary(req, true)
+    }
 }
 
 /// Echo answers with the request's own tensor, which prost then encodes
@@ -73,11 +86,14 @@ impl Unary for Echo {
     async fn backward(&self, req: BackwardRequest) -> Result<Reply<BackwardResponse>, Status> {
         Ok(Reply::Message(Echo::backward_of(req)))
     }
+    async fn jacobian(&self, req: JacobianRequest) -> Result<Reply<JacobianResponse>, Status> {
+        Ok(Reply::Message(Echo::jacobian_of(req)))
+    }
 }
 
-/// Routes uncompressed unary calls to the service's handlers (Forward and
-/// Backward to those that encode their own answers), the streaming ones and
-/// anything compressed to tonic's generated server.
+/// Routes uncompressed unary calls to the service's handlers (Forward,
+/// Backward and Jacobian to those that encode their own answers), the
+/// streaming ones and anything compressed to tonic's generated server.
 #[derive(Clone)]
 pub struct Direct<S: Unary> {
     service: S,
@@ -156,10 +172,11 @@ impl<S: Unary> Service<http::Request<Body>> for Direct<S> {
                 .await)
             }),
             JACOBIAN => Box::pin(async move {
-                Ok(unary(req, max, |m| async move {
-                    let answer = SoftmaxService::jacobian(&service, Request::new(m)).await;
-                    answer.map(|r| Reply::Message(r.into_inner()))
-                })
+                Ok(unary(
+                    req,
+                    max,
+                    |m| async move { Unary::jacobian(&service, m).await },
+                )
                 .await)
             }),
             CROSS_ENTROPY => Box::pin(async move {

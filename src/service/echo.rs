@@ -32,13 +32,13 @@ impl Echo {
             grad_logits: req.grad_output,
         }
     }
-}
 
-/// Jacobian requests carry `output` or `logits`; echo whichever is set.
-fn jacobian_of(req: JacobianRequest) -> JacobianResponse {
-    JacobianResponse {
-        jacobian: req.output.or(req.logits),
-        first_row: 0,
+    /// A Jacobian answer: whichever of `output` or `logits` is set.
+    pub fn jacobian_of(req: JacobianRequest) -> JacobianResponse {
+        JacobianResponse {
+            jacobian: req.output.or(req.logits),
+            first_row: 0,
+        }
     }
 }
 
@@ -62,7 +62,7 @@ impl SoftmaxService for Echo {
         &self,
         req: Request<JacobianRequest>,
     ) -> Result<Response<JacobianResponse>, Status> {
-        Ok(Response::new(jacobian_of(req.into_inner())))
+        Ok(Response::new(Echo::jacobian_of(req.into_inner())))
     }
 
     type JacobianStreamStream = Boxed<JacobianResponse>;
@@ -71,7 +71,7 @@ impl SoftmaxService for Echo {
         &self,
         req: Request<JacobianRequest>,
     ) -> Result<Response<Self::JacobianStreamStream>, Status> {
-        let one = jacobian_of(req.into_inner());
+        let one = Echo::jacobian_of(req.into_inner());
         Ok(Response::new(Box::pin(futures::stream::iter([Ok(one)]))))
     }
 

@@ -26,8 +26,8 @@ use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, ui
 
 /// `Tensor.shape`'s field number.
 const SHAPE_FIELD: u32 = 1;
-/// Field number of the result tensor in ForwardResponse (`output`) and
-/// BackwardResponse (`grad_logits`).
+/// Field number of the result tensor in ForwardResponse (`output`),
+/// BackwardResponse (`grad_logits`) and JacobianResponse (`jacobian`).
 pub const RESULT_FIELD: u32 = 1;
 /// gRPC's message prefix: a compressed flag and a big-endian length.
 pub const PREFIX: usize = 5;

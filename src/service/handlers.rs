@@ -37,6 +37,21 @@ impl Softmax {
         call.finish(r).map(Response::into_inner)
     }
 
+    /// Serves a Jacobian call; `encode` as for [`Self::forward_unary`].
+    pub async fn jacobian_unary(
+        &self,
+        req: JacobianRequest,
+        encode: bool,
+    ) -> Result<Reply<JacobianResponse>, Status> {
+        let call = Call::start("Jacobian");
+        let work = async {
+            let _admitted = self.admit()?;
+            self.jacobian_one(req, &call, encode).await
+        };
+        let r = work.instrument(call.span().clone()).await;
+        call.finish(r).map(Response::into_inner)
+    }
+
     /// Serves a Backward call; `encode` as for [`Self::forward_unary`].
     pub async fn backward_unary(
         &self,
@@ -81,13 +96,7 @@ impl SoftmaxService for Softmax {
         &self,
         req: Request<JacobianRequest>,
     ) -> Result<Response<JacobianResponse>, Status> {
-        let call = Call::start("Jacobian");
-        let work = async {
-            let _admitted = self.admit()?;
-            self.jacobian_one(req.into_inner(), &call).await
-        };
-        let r = work.instrument(call.span().clone()).await;
-        call.finish(r)
+        message(self.jacobian_unary(req.into_inner(), false).await?)
     }
 
     type JacobianStreamStream = JacobianStream;
