@@ -28,28 +28,10 @@ impl Softmax {
         req: ForwardRequest,
         encode: bool,
     ) -> Result<Reply<ForwardResponse>, Status> {
-        let call = Call::start("Forward");
-        let work = async {
-            let _admitted = self.admit()?;
-            self.forward_one(req, Some(&call), encode).await
-        };
-        let r = work.instrument(call.span().clone()).await;
-        call.finish(r).map(Response::into_inner)
-    }
-
-    /// Serves a Jacobian call; `encode` as for [`Self::forward_unary`].
-    pub async fn jacobian_unary(
-        &self,
-        req: JacobianRequest,
-        encode: bool,
-    ) -> Result<Reply<JacobianResponse>, Status> {
-        let call = Call::start("Jacobian");
-        let work = async {
-            let _admitted = self.admit()?;
-            self.jacobian_one(req, &call, encode).await
-        };
-        let r = work.instrument(call.span().clone()).await;
-        call.finish(r).map(Response::into_inner)
+        self.unary("Forward", async |call| {
+            self.forward_one(req, Some(call), encode).await
+        })
+        .await
     }
 
     /// Serves a Backward call; `encode` as for [`Self::forward_unary`].
@@ -58,12 +40,37 @@ impl Softmax {
         req: BackwardRequest,
         encode: bool,
     ) -> Result<Reply<BackwardResponse>, Status> {
-        let call = Call::start("Backward");
-        let work = async {
+        self.unary("Backward", async |call| {
+            self.backward_one(req, call, encode).await
+        })
+        .await
+    }
+
+    /// Serves a Jacobian call; `encode` as for [`Self::forward_unary`].
+    pub async fn jacobian_unary(
+        &self,
+        req: JacobianRequest,
+        encode: bool,
+    ) -> Result<Reply<JacobianResponse>, Status> {
+        self.unary("Jacobian", async |call| {
+            self.jacobian_one(req, call, encode).await
+        })
+        .await
+    }
+
+    /// Runs one unary call of `method`: admitted, inside its span, and
+    /// finished with its telemetry.
+    async fn unary<M>(
+        &self,
+        method: &'static str,
+        work: impl AsyncFnOnce(&Call) -> Result<M, Error>,
+    ) -> Result<M, Status> {
+        let call = Call::start(method);
+        let admitted_work = async {
             let _admitted = self.admit()?;
-            self.backward_one(req, &call, encode).await
+            work(&call).await
         };
-        let r = work.instrument(call.span().clone()).await;
+        let r = admitted_work.instrument(call.span().clone()).await;
         call.finish(r).map(Response::into_inner)
     }
 }
@@ -159,12 +166,11 @@ impl SoftmaxService for Softmax {
         &self,
         req: Request<CrossEntropyRequest>,
     ) -> Result<Response<CrossEntropyResponse>, Status> {
-        let call = Call::start("CrossEntropy");
-        let work = async {
-            let _admitted = self.admit()?;
-            self.cross_entropy_one(req.into_inner(), &call).await
-        };
-        let r = work.instrument(call.span().clone()).await;
-        call.finish(r)
+        let req = req.into_inner();
+        self.unary("CrossEntropy", async |call| {
+            self.cross_entropy_one(req, call).await
+        })
+        .await
+        .map(Response::new)
     }
 }
