@@ -443,5 +443,35 @@ async fn raw_answers_are_canonical_grpc_messages_on_the_wire() {
         let want = per_row(&x, 6, |r| jacobian(r, 1.5, false));
         assert!(max_abs_diff(&got, &want) <= tol, "{kind:?}");
     }
+
+    // CrossEntropy, both encodings: `loss` (its values written once known)
+    // ahead of `grad_logits`, as prost orders them.
+    let (shape, k) = ([2u32, 3, 9], 9usize);
+    let x = values(54, 43, -3.0, 3.0);
+    let labels: Vec<u32> = (0..6).map(|i| (i * 4) % 9).collect();
+    for (kind, tol) in [(Kind::F32Raw, 1e-5), (Kind::F64Typed, 1e-13)] {
+        let x = kind.round(&x);
+        let req = CrossEntropyRequest {
+            logits: Some(tensor(&shape, &x, kind)),
+            labels: labels.clone(),
+            ..CrossEntropyRequest::default()
+        };
+        let (content_type, msg, status) =
+            raw_unary(server.addr, CROSS_ENTROPY, grpc_frame(&req)).await;
+        assert_eq!(
+            (content_type.as_str(), status.as_str()),
+            ("application/grpc", "0")
+        );
+        let resp = CrossEntropyResponse::decode(msg.clone()).unwrap();
+        assert_eq!(resp.encode_to_vec(), msg, "{kind:?}: byte for byte");
+        let loss = expect(resp.loss, &[2, 3], kind);
+        let grad = expect(resp.grad_logits, &shape, kind);
+        for (r, &c) in labels.iter().enumerate() {
+            let y: Vec<f64> = (0..k).map(|j| f64::from(j == c as usize)).collect();
+            let (want_loss, want_grad) = cross_entropy(&x[r * k..(r + 1) * k], &y, 1.0);
+            assert!((loss[r] - want_loss).abs() <= tol * want_loss.abs().max(1.0));
+            assert!(max_abs_diff(&grad[r * k..(r + 1) * k], &want_grad) <= tol);
+        }
+    }
     server.stop().await.unwrap();
 }

@@ -1,6 +1,7 @@
 //! CrossEntropy: fused loss and gradient against labels or a target
 //! distribution.
 
+use super::framed::{Framed, Reply};
 use super::run::in_blocks;
 use super::tensor::{decode, decode_same, to_tensor, Decoded, Input, Wire};
 use super::validate::{
@@ -18,23 +19,21 @@ enum Against<F: Wire> {
 }
 
 impl Softmax {
-    /// Serves one CrossEntropy request.
+    /// Serves one CrossEntropy request; the answer comes back encoded when
+    /// `encode` asks for it.
     pub(super) async fn cross_entropy_one(
         &self,
         req: CrossEntropyRequest,
         call: &Call,
-    ) -> Result<CrossEntropyResponse, Error> {
+        encode: bool,
+    ) -> Result<Reply<CrossEntropyResponse>, Error> {
         let x = decode("logits", req.logits)?;
         call.tensor(&x);
         let (labels, target, t) = (req.labels, req.target, req.temperature);
-        let (loss, grad) = match x {
-            Decoded::F32(x) => self.cross_entropy_as(x, labels, target, t).await?,
-            Decoded::F64(x) => self.cross_entropy_as(x, labels, target, t).await?,
-        };
-        Ok(CrossEntropyResponse {
-            loss: Some(loss),
-            grad_logits: Some(grad),
-        })
+        match x {
+            Decoded::F32(x) => self.cross_entropy_as(x, labels, target, t, encode).await,
+            Decoded::F64(x) => self.cross_entropy_as(x, labels, target, t, encode).await,
+        }
     }
 
     async fn cross_entropy_as<F: Wire>(
@@ -43,7 +42,8 @@ impl Softmax {
         labels: Vec<u32>,
         target: Option<Tensor>,
         temperature: Option<f32>,
-    ) -> Result<(Tensor, Tensor), Error> {
+        encode: bool,
+    ) -> Result<Reply<CrossEntropyResponse>, Error> {
         let against = match (labels.is_empty(), target) {
             (false, Some(_)) => {
                 return Err(Error::invalid(
@@ -79,9 +79,24 @@ impl Softmax {
         self.run(x.len(), move |exec, cancel| {
             let shape = (x.rows, x.k);
             let mut loss = vec![F::zero(); x.rows];
-            let mut grad = F::pool().take(x.len());
+            // The gradient goes straight into the encoded answer when it
+            // can (the losses follow once known), else into a buffer.
+            let mut framed = encode
+                .then(|| {
+                    let (loss_shape, grad_shape) = (x.batch_dims(), x.wire_dims());
+                    Framed::cross_entropy(&loss_shape, x.rows, &grad_shape, x.len(), x.encoding)
+                })
+                .flatten();
+            let mut owned = Vec::new();
+            let grad = match &mut framed {
+                Some(f) => f.values_mut(),
+                None => {
+                    owned = F::pool().take(x.len());
+                    &mut owned[..]
+                }
+            };
             let mut lv = ArrayViewMut1::from(&mut loss[..]);
-            let mut gv = ArrayViewMut2::from_shape(shape, &mut grad)?;
+            let mut gv = ArrayViewMut2::from_shape(shape, grad)?;
             let dist = match &against {
                 Against::Labels(_) => None,
                 Against::Dist(y) => Some(ArrayView2::from_shape(shape, y.values()?)?),
@@ -114,10 +129,14 @@ impl Softmax {
                     }
                 }
             })?;
-            Ok((
-                to_tensor(x.batch_dims(), loss, x.encoding),
-                to_tensor(x.wire_dims(), grad, x.encoding),
-            ))
+            if let Some(mut f) = framed {
+                f.set_leading(&loss)?;
+                return Ok(Reply::Encoded(f.finish()));
+            }
+            Ok(Reply::Message(CrossEntropyResponse {
+                loss: Some(to_tensor(x.batch_dims(), loss, x.encoding)),
+                grad_logits: Some(to_tensor(x.wire_dims(), owned, x.encoding)),
+            }))
         })
         .await
     }

@@ -69,13 +69,29 @@ impl<M> Reply<M> {
 /// A response message `{ RESULT_FIELD: Tensor { shape, <F> or <F>_le } }`
 /// being filled: one recycled `Vec<F>` whose first `lead` slots end with
 /// the message's prefix, keys and lengths, and whose other slots are the
-/// values, aligned for the kernel.
+/// values, aligned for the kernel. A CrossEntropyResponse also carries its
+/// `loss` tensor in those first slots, ahead of `grad_logits`, as bytes
+/// written once the losses are known.
 pub struct Framed<F: Wire> {
     buf: Vec<F>,
     /// Slots before the first value.
     lead: usize,
     /// Byte offset of the message's first byte in `buf`.
     start: usize,
+    /// Bytes of the leading tensor's values in `buf` (empty if none).
+    leading: std::ops::Range<usize>,
+}
+
+/// CrossEntropyResponse's field numbers: `loss`, then `grad_logits`.
+const LOSS_FIELD: u32 = 1;
+const GRAD_FIELD: u32 = 2;
+
+/// A tensor to encode: its field number in the message, its shape and its
+/// number of values.
+struct Part<'a> {
+    field: u32,
+    shape: &'a [u32],
+    n: usize,
 }
 
 impl<F: Wire> Framed<F> {
@@ -84,32 +100,119 @@ impl<F: Wire> Framed<F> {
     /// the field out), a big-endian host, or a message over gRPC's 4 GiB
     /// length.
     pub fn new(shape: &[u32], n: usize, encoding: Encoding) -> Option<Self> {
+        let part = Part {
+            field: RESULT_FIELD,
+            shape,
+            n,
+        };
+        Self::build(None, part, encoding)
+    }
+
+    /// Room for a CrossEntropyResponse: `m` losses of shape `loss_shape`
+    /// (see [`Self::set_leading`]) ahead of the `n` gradient values of
+    /// `shape`, which the kernel writes as with [`Self::new`].
+    pub fn cross_entropy(
+        loss_shape: &[u32],
+        m: usize,
+        shape: &[u32],
+        n: usize,
+        encoding: Encoding,
+    ) -> Option<Self> {
+        let loss = Part {
+            field: LOSS_FIELD,
+            shape: loss_shape,
+            n: m,
+        };
+        let grad = Part {
+            field: GRAD_FIELD,
+            shape,
+            n,
+        };
+        Self::build(Some(loss), grad, encoding)
+    }
+
+    fn build(leading: Option<Part<'_>>, values: Part<'_>, encoding: Encoding) -> Option<Self> {
         let width = std::mem::size_of::<F>();
-        let data = n.checked_mul(width)?;
-        if n == 0 || cfg!(target_endian = "big") {
+        let field = F::field(encoding);
+        // The length of a part's Tensor, checked against overflow (which
+        // also bounds its `n * width` below).
+        let tensor = |p: &Part<'_>| {
+            let data = p.n.checked_mul(width)?;
+            uint32::encoded_len_packed(SHAPE_FIELD, p.shape)
+                .checked_add(key_len(field) + encoded_len_varint(data as u64))?
+                .checked_add(data)
+        };
+        let field_len =
+            |p: &Part<'_>, len: usize| key_len(p.field) + encoded_len_varint(len as u64) + len;
+        if values.n == 0 || leading.as_ref().is_some_and(|l| l.n == 0) {
             return None;
         }
-        let field = F::field(encoding);
-        let data_key = key_len(field) + encoded_len_varint(data as u64);
-        let tensor = uint32::encoded_len_packed(SHAPE_FIELD, shape) + data_key + data;
-        let message = key_len(RESULT_FIELD) + encoded_len_varint(tensor as u64) + tensor;
+        if cfg!(target_endian = "big") {
+            return None;
+        }
+        let tensor_len = tensor(&values)?;
+        let mut message = field_len(&values, tensor_len);
+        let leading_len = match &leading {
+            Some(l) => {
+                let len = tensor(l)?;
+                message = message.checked_add(field_len(l, len))?;
+                Some(len)
+            }
+            None => None,
+        };
         let message_prefix = u32::try_from(message).ok()?.to_be_bytes();
 
-        let mut head = Vec::with_capacity(PREFIX + 32);
+        // The part's key, its Tensor's length, its shape and its values' key
+        // and length: everything up to its values.
+        let put_head = |p: &Part<'_>, len: usize, head: &mut Vec<u8>| {
+            encode_key(p.field, WireType::LengthDelimited, head);
+            encode_varint(len as u64, head);
+            uint32::encode_packed(SHAPE_FIELD, p.shape, head);
+            encode_key(field, WireType::LengthDelimited, head);
+            encode_varint((p.n * width) as u64, head);
+        };
+        let mut head = Vec::with_capacity(PREFIX + 64);
         head.push(0); // not compressed
         head.extend_from_slice(&message_prefix);
-        encode_key(RESULT_FIELD, WireType::LengthDelimited, &mut head);
-        encode_varint(tensor as u64, &mut head);
-        uint32::encode_packed(SHAPE_FIELD, shape, &mut head);
-        encode_key(field, WireType::LengthDelimited, &mut head);
-        encode_varint(data as u64, &mut head);
+        let mut leading_at = 0..0;
+        if let (Some(l), Some(len)) = (&leading, leading_len) {
+            put_head(l, len, &mut head);
+            let at = head.len();
+            head.resize(at + l.n * width, 0);
+            leading_at = at..head.len();
+        }
+        put_head(&values, tensor_len, &mut head);
 
         let lead = head.len().div_ceil(width);
         let start = lead * width - head.len();
-        let mut buf = F::pool().take(lead.checked_add(n)?);
+        let mut buf = F::pool().take(lead.checked_add(values.n)?);
         let slots: &mut [u8] = bytemuck::cast_slice_mut(buf.get_mut(..lead)?);
         slots.get_mut(start..)?.copy_from_slice(&head);
-        Some(Self { buf, lead, start })
+        Some(Self {
+            buf,
+            lead,
+            start,
+            leading: leading_at.start + start..leading_at.end + start,
+        })
+    }
+
+    /// Writes the leading tensor's values (the losses of a message made by
+    /// [`Self::cross_entropy`]); only little-endian hosts frame messages,
+    /// so their bytes go as they are.
+    pub fn set_leading(&mut self, values: &[F]) -> Result<(), Error> {
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.buf);
+        let src: &[u8] = bytemuck::cast_slice(values);
+        match bytes.get_mut(self.leading.clone()) {
+            Some(dst) if dst.len() == src.len() => {
+                dst.copy_from_slice(src);
+                Ok(())
+            }
+            _ => Err(Error::Internal(format!(
+                "framed answer: {} leading bytes for {} values",
+                self.leading.len(),
+                values.len()
+            ))),
+        }
     }
 
     /// The values, for the kernel to write.
@@ -129,7 +232,8 @@ impl<F: Wire> Framed<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::v1::{BackwardResponse, ForwardResponse, Tensor};
+    use crate::proto::v1::{BackwardResponse, CrossEntropyResponse, ForwardResponse, Tensor};
+    use crate::service::tensor::to_tensor;
     use prost::Message;
 
     /// Fills a Framed with `v` and splits the result into prefix and message.
@@ -238,6 +342,50 @@ mod tests {
         f64::pool().give(input);
         let f = Framed::<f64>::new(&shape, n, Encoding::Typed).expect("framed");
         assert_eq!(f.buf.as_ptr(), at, "the answer reuses the input's buffer");
+    }
+
+    #[test]
+    fn a_cross_entropy_answer_is_the_message_prost_would_encode() {
+        fn check<F: Wire + std::fmt::Debug>(batch: &[u32], k: u32, encoding: Encoding) {
+            let rows: usize = batch.iter().map(|&d| d as usize).product();
+            let n = rows * k as usize;
+            let loss: Vec<F> = (0..rows).map(|i| F::from(i).unwrap() + F::one()).collect();
+            let grad: Vec<F> = (0..n)
+                .map(|i| F::from(i).unwrap() * F::from(0.5).unwrap())
+                .collect();
+            let mut shape = batch.to_vec();
+            shape.push(k);
+            let mut f = Framed::<F>::cross_entropy(batch, rows, &shape, n, encoding).unwrap();
+            f.values_mut().copy_from_slice(&grad);
+            f.set_leading(&loss).unwrap();
+            assert!(
+                f.set_leading(&loss[1..]).is_err(),
+                "a wrong count is refused"
+            );
+            let all = f.finish().message;
+            let msg = all.slice(PREFIX..);
+            assert_eq!(&all[1..PREFIX], &(msg.len() as u32).to_be_bytes());
+            let want = CrossEntropyResponse {
+                loss: Some(to_tensor(batch.to_vec(), loss, encoding)),
+                grad_logits: Some(to_tensor(shape, grad, encoding)),
+            };
+            let what = format!("{:?} {encoding:?} batch {batch:?} k {k}", F::DTYPE);
+            assert_eq!(&msg[..], &want.encode_to_vec()[..], "byte for byte, {what}");
+        }
+        for encoding in [Encoding::Raw, Encoding::Typed] {
+            // A 1-D request has one loss and an empty loss shape; 3 and
+            // 7-value rows leave the gradient's head at odd lengths.
+            for (batch, k) in [
+                (&[3u32, 4][..], 7u32),
+                (&[][..], 5),
+                (&[2, 3][..], 3),
+                (&[64][..], 1000),
+            ] {
+                check::<f32>(batch, k, encoding);
+                check::<f64>(batch, k, encoding);
+            }
+        }
+        assert!(Framed::<f32>::cross_entropy(&[0], 0, &[0, 4], 0, Encoding::Raw).is_none());
     }
 
     #[test]

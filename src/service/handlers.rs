@@ -58,6 +58,18 @@ impl Softmax {
         .await
     }
 
+    /// Serves a CrossEntropy call; `encode` as for [`Self::forward_unary`].
+    pub async fn cross_entropy_unary(
+        &self,
+        req: CrossEntropyRequest,
+        encode: bool,
+    ) -> Result<Reply<CrossEntropyResponse>, Status> {
+        self.unary("CrossEntropy", async |call| {
+            self.cross_entropy_one(req, call, encode).await
+        })
+        .await
+    }
+
     /// Runs one unary call of `method`: admitted, inside its span, and
     /// finished with its telemetry.
     async fn unary<M>(
@@ -166,11 +178,6 @@ impl SoftmaxService for Softmax {
         &self,
         req: Request<CrossEntropyRequest>,
     ) -> Result<Response<CrossEntropyResponse>, Status> {
-        let req = req.into_inner();
-        self.unary("CrossEntropy", async |call| {
-            self.cross_entropy_one(req, call).await
-        })
-        .await
-        .map(Response::new)
+        message(self.cross_entropy_unary(req.into_inner(), false).await?)
     }
 }
