@@ -171,36 +171,18 @@ impl<S: Unary> Service<http::Request<Body>> for Direct<S> {
         let service = self.service.clone();
         let max = self.max_message_bytes;
         match req.uri().path() {
-            FORWARD => Box::pin(async move {
-                Ok(unary(
-                    req,
-                    max,
-                    |m| async move { Unary::forward(&service, m).await },
-                )
-                .await)
-            }),
-            BACKWARD => Box::pin(async move {
-                Ok(unary(
-                    req,
-                    max,
-                    |m| async move { Unary::backward(&service, m).await },
-                )
-                .await)
-            }),
-            JACOBIAN => Box::pin(async move {
-                Ok(unary(
-                    req,
-                    max,
-                    |m| async move { Unary::jacobian(&service, m).await },
-                )
-                .await)
-            }),
-            CROSS_ENTROPY => Box::pin(async move {
-                Ok(unary(req, max, |m| async move {
-                    Unary::cross_entropy(&service, m).await
-                })
-                .await)
-            }),
+            FORWARD => Box::pin(unary(req, max, async move |m| {
+                Unary::forward(&service, m).await
+            })),
+            BACKWARD => Box::pin(unary(req, max, async move |m| {
+                Unary::backward(&service, m).await
+            })),
+            JACOBIAN => Box::pin(unary(req, max, async move |m| {
+                Unary::jacobian(&service, m).await
+            })),
+            CROSS_ENTROPY => Box::pin(unary(req, max, async move |m| {
+                Unary::cross_entropy(&service, m).await
+            })),
             _ => self.generated.call(req),
         }
     }
@@ -208,29 +190,28 @@ impl<S: Unary> Service<http::Request<Body>> for Direct<S> {
 
 /// Decodes the one request message of a unary call, lets `handle` answer
 /// it and sends the answer, encoded here unless it already is.
-async fn unary<Req, Resp, Fut>(
+async fn unary<Req, Resp>(
     req: http::Request<Body>,
     max: usize,
-    handle: impl FnOnce(Req) -> Fut,
-) -> http::Response<Body>
+    handle: impl AsyncFnOnce(Req) -> Result<Reply<Resp>, Status>,
+) -> Result<http::Response<Body>, Infallible>
 where
     Req: prost::Message + Default + Send + 'static,
     Resp: prost::Message + Send + 'static,
-    Fut: Future<Output = Result<Reply<Resp>, Status>>,
 {
     let message = match request::message::<Req, Resp>(req.into_body(), max).await {
         Ok(m) => m,
-        Err(status) => return status.into_http(),
+        Err(status) => return Ok(status.into_http()),
     };
     let encoded = match handle(message).await {
         Ok(Reply::Encoded(Encoded { message })) => Ok(message),
         Ok(Reply::Message(m)) => encode(&m, max),
         Err(status) => Err(status),
     };
-    match encoded {
+    Ok(match encoded {
         Ok(message) => answer(message),
         Err(status) => status.into_http(),
-    }
+    })
 }
 
 /// A message as one gRPC length-prefixed message, refused past `max` bytes
