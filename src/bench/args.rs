@@ -116,7 +116,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 30.0, value_parser = duration_secs)]
     pub timeout: f64,
 
-    /// With a comparison: runs of each server, alternated; medians are reported.
+    /// With a comparison: runs of each server, taking turns going first;
+    /// medians are reported, with the range of the per-round ratios.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub rounds: u32,
 

@@ -1,6 +1,10 @@
 //! softmaxd against the echo (identity) service: the same plan run against
 //! both, alternating when there are several rounds, and the ratio of their
 //! median calls/s.
+//!
+//! A shared VM drifts over minutes (its memory bandwidth was seen to change
+//! threefold), so the servers take turns going first (softmaxd, echo, then
+//! echo, softmaxd, ...): a drift within a round then favours neither.
 
 use super::args::BenchArgs;
 use super::load;
@@ -42,18 +46,44 @@ impl Comparison {
         out.push_str(&self.echo.text());
         let _ = writeln!(
             out,
-            "softmaxd / echo calls/s: {:.3} (median of {} round(s))",
+            "softmaxd / echo calls/s: {:.3} (median of {} round(s){})",
             self.ratio,
-            self.rounds.len()
+            self.rounds.len(),
+            spread(
+                self.rounds
+                    .iter()
+                    .map(|r| Some(r.softmaxd_calls_per_s / r.echo_calls_per_s))
+            )
         );
         if let Some(r) = self.cpu_ratio {
+            let per_round = self.rounds.iter().map(|r| {
+                r.echo_cpu_us_per_call
+                    .zip(r.softmaxd_cpu_us_per_call)
+                    .map(|(echo, ours)| echo / ours)
+            });
             let _ = writeln!(
                 out,
-                "echo / softmaxd server CPU per call: {r:.3} (median of each)"
+                "echo / softmaxd server CPU per call: {r:.3} (median of each{})",
+                spread(per_round)
             );
         }
         out
     }
+}
+
+/// `"; rounds LO-HI"`: the range of a ratio over the rounds, when there are
+/// several and each has the ratio, so that a reader sees how far to trust
+/// the median.
+fn spread(ratios: impl Iterator<Item = Option<f64>>) -> String {
+    let Some(all) = ratios.collect::<Option<Vec<f64>>>() else {
+        return String::new();
+    };
+    let lo = all.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if all.len() < 2 || !lo.is_finite() || !hi.is_finite() {
+        return String::new();
+    }
+    format!("; rounds {lo:.3}-{hi:.3}")
 }
 
 /// The median of the values present, if every round has one.
@@ -69,7 +99,7 @@ fn median(mut reports: Vec<Report>) -> Option<Report> {
     reports.into_iter().nth(mid)
 }
 
-/// Runs `args.rounds` rounds of softmaxd then echo.
+/// Runs `args.rounds` rounds of both servers, taking turns going first.
 pub async fn run(
     args: &BenchArgs,
     payload: &Payload,
@@ -79,7 +109,7 @@ pub async fn run(
     // The echo answers with the primary tensor, whatever the RPC.
     let echo_values = args.shape.elements();
     let (mut ours, mut theirs, mut rounds) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..args.rounds {
+    let run_softmaxd = || async {
         let a = load::run(
             &softmaxd.addr,
             args,
@@ -88,9 +118,20 @@ pub async fn run(
             args.server_pid,
         )
         .await?;
-        let a = Report::new(&softmaxd.label, args, payload.body.len(), &a);
+        Ok::<_, String>(Report::new(&softmaxd.label, args, payload.body.len(), &a))
+    };
+    let run_echo = || async {
         let b = load::run(&echo.addr, args, payload, echo_values, args.echo_pid).await?;
-        let b = Report::new(&echo.label, args, payload.body.len(), &b);
+        Ok::<_, String>(Report::new(&echo.label, args, payload.body.len(), &b))
+    };
+    for round in 0..args.rounds {
+        let (a, b) = if round % 2 == 0 {
+            let a = run_softmaxd().await?;
+            (a, run_echo().await?)
+        } else {
+            let b = run_echo().await?;
+            (run_softmaxd().await?, b)
+        };
         rounds.push(Round {
             softmaxd_calls_per_s: a.calls_per_s,
             echo_calls_per_s: b.calls_per_s,
@@ -112,4 +153,21 @@ pub async fn run(
         echo,
         rounds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spread_is_the_range_over_several_complete_rounds() {
+        let r = |v: &[Option<f64>]| spread(v.iter().copied());
+        assert_eq!(
+            r(&[Some(0.9), Some(0.8), Some(1.05)]),
+            "; rounds 0.800-1.050"
+        );
+        assert_eq!(r(&[Some(0.9)]), "", "one round has no spread");
+        assert_eq!(r(&[Some(0.9), None]), "", "a round without the ratio");
+        assert_eq!(r(&[]), "");
+    }
 }
