@@ -111,20 +111,31 @@ compare() {
 import json, sys
 out, n = sys.argv[1], int(sys.argv[2])
 print()
-print("| case | softmaxd calls/s | echo calls/s | python calls/s | softmaxd/echo | softmaxd/python | server CPU us/call: softmaxd, echo, python | echo/softmaxd by CPU | softmaxd p50 / p99 us | softmaxd MB/s |")
+print("| case | softmaxd calls/s | echo calls/s | python calls/s | softmaxd/echo (rounds) | softmaxd/python | server CPU us/call: softmaxd, echo, python | echo/softmaxd by CPU (rounds) | softmaxd p50 / p99 us | softmaxd MB/s |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+def spread(ratios):
+    """ " (lo-hi)" over the rounds: how far the median can be trusted."""
+    ratios = [r for r in ratios if r is not None]
+    return f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+
 for i in range(n):
     c = json.load(open(f"{out}/case{i}-echo.json"))
     p = json.load(open(f"{out}/case{i}-python.json"))
     s, e = c["softmaxd"], c["echo"]
+    rounds = c["rounds"]
+    calls = spread(r["softmaxd_calls_per_s"] / max(r["echo_calls_per_s"], 1e-9) for r in rounds)
+    cpu = spread(r["echo_cpu_us_per_call"] / max(r["softmaxd_cpu_us_per_call"], 1e-9)
+                 if r["echo_cpu_us_per_call"] and r["softmaxd_cpu_us_per_call"] else None
+                 for r in rounds)
     shape = ",".join(map(str, s["shape"]))
     name = f'{s["rpc"]} [{shape}] {s["dtype"]} {s["encoding"]}'
     errs = sum(s["errors"].values()) + sum(e["errors"].values()) + sum(p["errors"].values())
     flag = f" ({errs} errors)" if errs else ""
     print(f'| {name}{flag} | {s["calls_per_s"]:.0f} | {e["calls_per_s"]:.0f} | {p["calls_per_s"]:.0f} '
-          f'| {c["ratio"]:.2f} | {s["calls_per_s"] / max(p["calls_per_s"], 1e-9):.1f} '
+          f'| {c["ratio"]:.2f}{calls} | {s["calls_per_s"] / max(p["calls_per_s"], 1e-9):.1f} '
           f'| {s["server_cpu_us_per_call"]:.0f}, {e["server_cpu_us_per_call"]:.0f}, {p["server_cpu_us_per_call"]:.0f} '
-          f'| {c["cpu_ratio"]:.2f} '
+          f'| {c["cpu_ratio"]:.2f}{cpu} '
           f'| {s["latency_us"]["p50"]:.0f} / {s["latency_us"]["p99"]:.0f} | {s["mb_per_s"]:.0f} |')
 PYEOF
     cleanup
