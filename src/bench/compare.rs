@@ -2,9 +2,10 @@
 //! both, alternating when there are several rounds, and the ratio of their
 //! median calls/s.
 //!
-//! A shared VM drifts over minutes (its memory bandwidth was seen to change
-//! threefold), so the servers take turns going first (softmaxd, echo, then
-//! echo, softmaxd, ...): a drift within a round then favours neither.
+//! A shared VM drifts over minutes (on one afternoon the same kernel
+//! binary moved between 0.31 and 0.41 ns/value from one run to the next),
+//! so the servers take turns going first (softmaxd, echo, then echo,
+//! softmaxd, ...): a drift within a round then favours neither.
 
 use super::args::BenchArgs;
 use super::load;
