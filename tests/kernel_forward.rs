@@ -153,6 +153,8 @@ fn outputs_too_large_for_the_cache_are_streamed_and_still_exact() {
     }
     check::<f32>(&x, 1.0);
     check::<f32>(&x, 1.0 / 0.7);
+    // f64 (half as many lanes per vector) past the threshold as well.
+    common::check_streamed();
 }
 
 #[test]

@@ -27,8 +27,8 @@ pub trait Element: Float + Debug + Default + Send + Sync + 'static {
         super::forward::softmax_row_by_parts(x, inv_t, out)
     }
 
-    /// Softmax of each `k`-value row of `x` with `e` (at least `k` values)
-    /// as scratch and streaming stores into `out`; by default
+    /// Softmax of each `k`-value row of `x` with `e` (`2k` values, of which
+    /// the default uses `k`) as scratch and streaming stores into `out`; by default
     /// [`super::forward::softmax_rows_streamed_by_row`].
     fn softmax_rows_streamed(
         x: &[Self],

@@ -30,7 +30,7 @@ pub fn forward<F: Element>(
     let rows = |x: &[F], o: &mut [F]| match form {
         Form::Probs if streamed => {
             let mut buf = Vec::new();
-            F::softmax_rows_streamed(x, k, inv_t, scratch_row(&mut buf, k), o)
+            F::softmax_rows_streamed(x, k, inv_t, scratch_row(&mut buf, 2 * k), o)
         }
         Form::Probs => F::softmax_rows(x, k, inv_t, o),
         Form::LogProbs => F::log_softmax_rows(x, k, inv_t, o),

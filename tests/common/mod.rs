@@ -649,8 +649,32 @@ pub fn screen<F: Element>(x: &Array2<f64>, form: Form, exec: Exec) -> Screened {
     kernel::forward(x.view(), out.view_mut(), F::one(), form, exec).expect("shapes agree")
 }
 
+/// Softmax past the kernel's streaming threshold (32 MiB of output), f32
+/// and f64, on this process's code path. Rows of 4001 values start at
+/// every alignment. Masked rows come first, right after the first
+/// unmasked row, in a pair and last: the places where a row's stores wait
+/// for the next row's pass, or for the end.
+pub fn check_streamed() {
+    fn one<F: Element>(n_rows: usize) {
+        let inv_t = 1.0 / 0.7;
+        let mut x = Array2::from_shape_fn((n_rows, 4001), |(r, j)| {
+            ((r * 31 + j * 17) % 211) as f64 * 0.07 - 5.0
+        });
+        for r in [0, 2, 3, n_rows - 1] {
+            x.row_mut(r).fill(NEG_INF);
+        }
+        let got = forward::<F>(&x, inv_t, Form::Probs, Exec::Inline);
+        for (r, (g, xr)) in rows(&got).zip(rows(&x)).enumerate() {
+            check_forward_row::<F>(&format!("streamed row {r}"), &g, &xr, inv_t, Form::Probs);
+        }
+    }
+    one::<f32>(2100);
+    one::<f64>(1050);
+}
+
 pub fn check_all_ops() {
     check_all_finite();
+    check_streamed();
     check_forward_screens();
     check_backward_screens();
     check_cross_entropy_screens();

@@ -385,27 +385,36 @@ pub(crate) fn exp_shifted<V: Vector>(x: &[V::T], m: V::T, inv_t: V::T, out: &mut
 where
     V::T: ExpConsts,
 {
-    exp_shifted_ahead::<V, 0, false, false>(x, m, inv_t, out, Ahead::none(), MaxBeside::new(&[])).0
+    exp_shifted_ahead::<V, 0, _, false>(
+        x,
+        m,
+        inv_t,
+        out,
+        Ahead::none(),
+        MaxBeside::<V, false>::new(&[]),
+    )
+    .0
 }
 
-/// [`exp_shifted`] that prefetches `ahead` and takes the max of `beside`'s
-/// row; returns the sum and that max.
+/// [`exp_shifted`] that prefetches `ahead` and runs `beside`'s work (the
+/// next row's max, and maybe the last row's stores) a step at a time along
+/// with it; returns the sum and that max.
 #[inline(always)]
-fn exp_shifted_ahead<V: Vector, const A: usize, const NEXT: bool, const Z: bool>(
+fn exp_shifted_ahead<V: Vector, const A: usize, B: Beside<V>, const Z: bool>(
     x: &[V::T],
     m: V::T,
     inv_t: V::T,
     out: &mut [V::T],
     ahead: Ahead<V::T, A>,
-    beside: MaxBeside<'_, V, NEXT>,
+    beside: B,
 ) -> (f64, V::T)
 where
     V::T: ExpConsts,
 {
     if inv_t == V::T::ONE {
-        exp_shifted_as::<V, false, A, NEXT, Z>(x, m, inv_t, out, ahead, beside)
+        exp_shifted_as::<V, false, A, B, Z>(x, m, inv_t, out, ahead, beside)
     } else {
-        exp_shifted_as::<V, true, A, NEXT, Z>(x, m, inv_t, out, ahead, beside)
+        exp_shifted_as::<V, true, A, B, Z>(x, m, inv_t, out, ahead, beside)
     }
 }
 
@@ -435,13 +444,13 @@ where
 /// Lanes past the row's end are loaded as -inf, whose exp is 0. Stores the
 /// exps, or with `Z` their exponents `(x - m) · inv_t` (log-softmax).
 #[inline(always)]
-fn exp_shifted_as<V: Vector, const SCALED: bool, const A: usize, const NEXT: bool, const Z: bool>(
+fn exp_shifted_as<V: Vector, const SCALED: bool, const A: usize, B: Beside<V>, const Z: bool>(
     x: &[V::T],
     m: V::T,
     inv_t: V::T,
     out: &mut [V::T],
     ahead: Ahead<V::T, A>,
-    mut beside: MaxBeside<'_, V, NEXT>,
+    mut beside: B,
 ) -> (f64, V::T)
 where
     V::T: ExpConsts,
@@ -524,6 +533,96 @@ impl<'a, V: Vector, const ON: bool> MaxBeside<'a, V, ON> {
     }
 }
 
+/// Work done a step (two vectors) at a time beside a pass over another
+/// row, so that its memory traffic overlaps that pass's arithmetic.
+trait Beside<V: Vector> {
+    fn step(&mut self);
+    /// Does what the steps left; returns the next row's max (`-inf` if
+    /// this work takes none).
+    fn finish(self) -> V::T;
+}
+
+impl<V: Vector, const ON: bool> Beside<V> for MaxBeside<'_, V, ON> {
+    #[inline(always)]
+    fn step(&mut self) {
+        MaxBeside::step(self);
+    }
+
+    #[inline(always)]
+    fn finish(self) -> V::T {
+        MaxBeside::finish(self)
+    }
+}
+
+impl<V: Vector, B: Beside<V>> Beside<V> for (B, StreamBeside<'_, '_, V>) {
+    #[inline(always)]
+    fn step(&mut self) {
+        self.0.step();
+        self.1.step();
+    }
+
+    #[inline(always)]
+    fn finish(self) -> V::T {
+        self.1.finish();
+        self.0.finish()
+    }
+}
+
+/// The last row's results, `a · s`, streamed to `out` two vectors per step
+/// of the pass over the next row. Stored alone after that row's exp pass,
+/// they kept the core waiting on write-combining buffers with no
+/// arithmetic to overlap.
+struct StreamBeside<'s, 'o, V: Vector> {
+    a: V,
+    s: std::slice::ChunksExact<'s, V::T>,
+    out: std::slice::ChunksExactMut<'o, V::T>,
+}
+
+impl<'s, 'o, V: Vector> StreamBeside<'s, 'o, V> {
+    /// Stores `out`'s first values, up to a whole-vector boundary, at once
+    /// (normal stores); the rest goes a step at a time.
+    #[inline(always)]
+    fn new(s: &'s [V::T], a: V::T, out: &'o mut [V::T]) -> Self {
+        let align = V::LANES * std::mem::size_of::<V::T>();
+        let n = s.len().min(out.len());
+        let out = out.get_mut(..n).unwrap_or_default();
+        let head = out.as_ptr().align_offset(align).min(n);
+        let (out_head, out_body) = out.split_at_mut(head);
+        let (s_head, s_body) = s.split_at(head);
+        scaled::<V>(s_head, a, out_head);
+        Self {
+            a: V::splat(a),
+            s: s_body.chunks_exact(2 * V::LANES),
+            out: out_body.chunks_exact_mut(2 * V::LANES),
+        }
+    }
+
+    #[inline(always)]
+    fn step(&mut self) {
+        if let (Some(s), Some(o)) = (self.s.next(), self.out.next()) {
+            let ((s0, s1), (o0, o1)) = (s.split_at(V::LANES), o.split_at_mut(V::LANES));
+            self.a.mul(V::load(s0)).stream(o0);
+            self.a.mul(V::load(s1)).stream(o1);
+        }
+    }
+
+    /// The steps left, the tail, and a fence: the row is then visible to
+    /// any thread, as after [`scaled_stream`].
+    #[inline(always)]
+    fn finish(mut self) {
+        while self.s.len() > 0 {
+            self.step();
+        }
+        let (xs, xt) = split::<V>(self.s.remainder());
+        let (os, ot) = split_mut::<V>(self.out.into_remainder());
+        for (x, o) in xs.zip(os) {
+            self.a.mul(V::load(x)).stream(o);
+        }
+        self.a.mul(V::load_part(xt, V::T::ZERO)).store_part(ot);
+        V::fence();
+    }
+}
+
 #[inline(always)]
 pub(crate) fn sum_exp_shifted<V: Vector>(x: &[V::T], m: V::T, inv_t: V::T) -> f64
 where
@@ -575,10 +674,11 @@ where
     )
 }
 
-/// [`softmax_rows`] for outputs past the cache: each row's exps go to the
-/// scratch row `e` (`k` values), then the scaled row is streamed to `out`.
-/// The next row's max is taken during the exp pass, so its loads from
-/// memory overlap the exp arithmetic.
+/// [`softmax_rows`] for outputs past the cache: each row's exps go to a
+/// scratch row of `e` (`2k` values: two rows, taken in turns), then the
+/// scaled row is streamed to `out` during the next row's exp pass. The
+/// next row's max is taken during the exp pass too, so both its loads and
+/// the last row's stores overlap the exp arithmetic.
 #[inline(always)]
 pub(crate) fn softmax_rows_streamed<V: Vector>(
     x: &[V::T],
@@ -590,11 +690,16 @@ pub(crate) fn softmax_rows_streamed<V: Vector>(
 where
     V::T: ExpConsts,
 {
-    pipelined_rows::<V>(x, k, out, StreamedSoftmaxPasses { inv_t, e })
+    let passes = StreamedSoftmaxPasses {
+        inv_t,
+        e,
+        pending: None,
+    };
+    pipelined_rows::<V>(x, k, out, passes)
 }
 
 /// The passes of one row of a pipelined batch ([`pipelined_rows`]).
-trait RowPasses<V: Vector> {
+trait RowPasses<'o, V: Vector> {
     /// The output of a fully masked row.
     fn masked(&self) -> V::T;
     /// All passes of row `x` (max `m`, not fully masked) into `out`, with
@@ -604,9 +709,13 @@ trait RowPasses<V: Vector> {
         &mut self,
         x: &[V::T],
         m: V::T,
-        out: &mut [V::T],
+        out: &'o mut [V::T],
         beside: MaxBeside<'_, V, NEXT>,
     ) -> (f64, V::T);
+
+    /// Writes whatever a pass left for later, after the last row.
+    #[inline(always)]
+    fn finish(&mut self) {}
 }
 
 /// Runs `passes` over each `k`-value row of `x` into `out`. Each row's
@@ -614,11 +723,11 @@ trait RowPasses<V: Vector> {
 /// the first row has a max pass of its own. Returns whether every row was
 /// free of NaN and `+inf`, from its sum (see `forward::clean_sum`).
 #[inline(always)]
-fn pipelined_rows<V: Vector>(
+fn pipelined_rows<'o, V: Vector>(
     x: &[V::T],
     k: usize,
-    out: &mut [V::T],
-    mut passes: impl RowPasses<V>,
+    out: &'o mut [V::T],
+    mut passes: impl RowPasses<'o, V>,
 ) -> bool {
     let Some(first) = x.get(..k).filter(|_| k > 0) else {
         return true;
@@ -641,6 +750,7 @@ fn pipelined_rows<V: Vector>(
             next_m
         };
     }
+    passes.finish();
     clean
 }
 
@@ -653,7 +763,7 @@ struct CachedPasses<T, const LOG: bool> {
     inv_t: T,
 }
 
-impl<V: Vector, const LOG: bool> RowPasses<V> for CachedPasses<V::T, LOG>
+impl<'o, V: Vector, const LOG: bool> RowPasses<'o, V> for CachedPasses<V::T, LOG>
 where
     V::T: ExpConsts,
 {
@@ -671,14 +781,13 @@ where
         &mut self,
         x: &[V::T],
         m: V::T,
-        out: &mut [V::T],
+        out: &'o mut [V::T],
         beside: MaxBeside<'_, V, NEXT>,
     ) -> (f64, V::T) {
         let ahead = Ahead {
             rows: [next_row(out), row_after_next(x)],
         };
-        let (sum, next_m) =
-            exp_shifted_ahead::<V, 2, NEXT, LOG>(x, m, self.inv_t, out, ahead, beside);
+        let (sum, next_m) = exp_shifted_ahead::<V, 2, _, LOG>(x, m, self.inv_t, out, ahead, beside);
         if LOG {
             minus::<V>(out, V::T::narrow(sum.ln()));
         } else {
@@ -688,15 +797,21 @@ where
     }
 }
 
-/// Softmax past the cache: exp + sum into the scratch row `e` (a pass that
-/// reads only `x`, so the next row's max loads hide behind it), then the
-/// scaled row streamed to `out`, which is never read.
-struct StreamedSoftmaxPasses<'e, T> {
+/// Softmax past the cache: exp + sum into a scratch row (a pass that reads
+/// only `x`, so the next row's max loads hide behind it), and the scaled
+/// row streamed to `out`, which is never read. A row's stores wait for the
+/// next row's exp pass and go along with it ([`StreamBeside`]), so the
+/// scratch holds two rows, taken in turns.
+struct StreamedSoftmaxPasses<'e, 'o, T> {
     inv_t: T,
+    /// Two rows of scratch.
     e: &'e mut [T],
+    /// The row waiting for its stores: its output, its `1/Σ`, and whether
+    /// its exps are in the second scratch row.
+    pending: Option<(&'o mut [T], T, bool)>,
 }
 
-impl<V: Vector> RowPasses<V> for StreamedSoftmaxPasses<'_, V::T>
+impl<'o, V: Vector> RowPasses<'o, V> for StreamedSoftmaxPasses<'_, 'o, V::T>
 where
     V::T: ExpConsts,
 {
@@ -710,19 +825,47 @@ where
         &mut self,
         x: &[V::T],
         m: V::T,
-        out: &mut [V::T],
+        out: &'o mut [V::T],
         beside: MaxBeside<'_, V, NEXT>,
     ) -> (f64, V::T) {
-        let e = self.e.get_mut(..x.len()).unwrap_or_default();
+        // This row's exps go to the scratch row the pending one is not in.
+        let in_second = self.pending.as_ref().is_some_and(|p| !p.2);
+        let (e, last) = two_rows(self.e, x.len(), in_second);
         // The next row's own loads (its max) come during this pass; the row
         // after it is prefetched, so that those loads find it in cache.
         let ahead = Ahead {
             rows: [row_after_next(x)],
         };
-        let (sum, next_m) =
-            exp_shifted_ahead::<V, 1, NEXT, false>(x, m, self.inv_t, e, ahead, beside);
-        scaled_stream::<V>(e, V::T::narrow(1.0 / sum), out);
+        let inv_t = self.inv_t;
+        let (sum, next_m) = match self.pending.take() {
+            Some((o, a, _)) => {
+                let stores = StreamBeside::new(last, a, o);
+                exp_shifted_ahead::<V, 1, _, false>(x, m, inv_t, e, ahead, (beside, stores))
+            }
+            None => exp_shifted_ahead::<V, 1, _, false>(x, m, inv_t, e, ahead, beside),
+        };
+        self.pending = Some((out, V::T::narrow(1.0 / sum), in_second));
         (sum, next_m)
+    }
+
+    #[inline(always)]
+    fn finish(&mut self) {
+        if let Some((out, a, in_second)) = self.pending.take() {
+            let (e, _) = two_rows(self.e, out.len(), in_second);
+            scaled_stream::<V>(e, a, out);
+        }
+    }
+}
+
+/// The first or second `k`-value row of the scratch `e`, and the other one.
+#[inline(always)]
+fn two_rows<T>(e: &mut [T], k: usize, second: bool) -> (&mut [T], &mut [T]) {
+    let (first, rest) = e.split_at_mut(k.min(e.len()));
+    let other = rest.get_mut(..k).unwrap_or_default();
+    if second {
+        (other, first)
+    } else {
+        (first, other)
     }
 }
 
@@ -954,21 +1097,7 @@ pub(crate) fn scaled<V: Vector>(s: &[V::T], a: V::T, out: &mut [V::T]) {
 /// `out` on (the head before it, and the tail, are stored normally).
 #[inline(always)]
 pub(crate) fn scaled_stream<V: Vector>(s: &[V::T], a: V::T, out: &mut [V::T]) {
-    let align = V::LANES * std::mem::size_of::<V::T>();
-    let n = s.len().min(out.len());
-    let out = out.get_mut(..n).unwrap_or_default();
-    let head = out.as_ptr().align_offset(align).min(n);
-    let (out_head, out_body) = out.split_at_mut(head);
-    let (s_head, s_body) = s.split_at(head);
-    scaled::<V>(s_head, a, out_head);
-    let va = V::splat(a);
-    let (xs, xt) = split::<V>(s_body);
-    let (os, ot) = split_mut::<V>(out_body);
-    for (x, o) in xs.zip(os) {
-        va.mul(V::load(x)).stream(o);
-    }
-    va.mul(V::load_part(xt, V::T::ZERO)).store_part(ot);
-    V::fence();
+    StreamBeside::<V>::new(s, a, out).finish();
 }
 
 #[inline(always)]
