@@ -2,7 +2,8 @@
 //! same HTTP/2 settings the server uses.
 
 use super::args::{BenchArgs, Rpc};
-use super::codec::{Passthrough, Reply};
+use super::codec::{Passthrough, Prefixed, Reply};
+use super::unary;
 use crate::server::coalesce::Coalesced;
 use bytes::Bytes;
 use http::uri::PathAndQuery;
@@ -70,6 +71,8 @@ type Open = (mpsc::Sender<Bytes>, Streaming<Reply>);
 
 /// Makes calls of one RPC on one channel.
 pub struct Caller {
+    channel: Channel,
+    /// Streaming RPCs go through tonic's client and codec.
     grpc: Grpc<Channel>,
     rpc: Rpc,
     path: PathAndQuery,
@@ -82,7 +85,8 @@ impl Caller {
     /// A caller of `rpc`; `keep` keeps the answers' bytes for checking.
     pub fn new(channel: Channel, rpc: Rpc, keep: bool) -> Self {
         Self {
-            grpc: Grpc::new(channel).max_decoding_message_size(MAX_REPLY_BYTES),
+            grpc: Grpc::new(channel.clone()).max_decoding_message_size(MAX_REPLY_BYTES),
+            channel,
             rpc,
             path: path(rpc),
             codec: Passthrough { keep },
@@ -98,26 +102,23 @@ impl Caller {
     /// One call with the encoded request `body`: a unary round trip, a whole
     /// server stream (lengths summed, the last message kept), or one message
     /// round trip on a ForwardStream.
-    pub async fn call(&mut self, body: Bytes) -> Result<Reply, Status> {
+    pub async fn call(&mut self, body: &Prefixed) -> Result<Reply, Status> {
+        let streaming = matches!(self.rpc, Rpc::JacobianStream | Rpc::ForwardStream);
+        if !streaming {
+            return unary::call(&self.channel, self.path.clone(), body, self.codec.keep).await;
+        }
         self.grpc
             .ready()
             .await
             .map_err(|e| Status::unavailable(format!("channel not ready: {e}")))?;
-        match self.rpc {
-            Rpc::JacobianStream => self.server_stream(body).await,
-            Rpc::ForwardStream => {
-                let r = self.bidi_round_trip(body).await;
-                if r.is_err() {
-                    self.stream = None;
-                }
-                r
-            }
-            _ => {
-                let req = Request::new(body);
-                let r = self.grpc.unary(req, self.path.clone(), self.codec).await?;
-                Ok(r.into_inner())
-            }
+        if self.rpc == Rpc::JacobianStream {
+            return self.server_stream(body.message()).await;
         }
+        let r = self.bidi_round_trip(body.message()).await;
+        if r.is_err() {
+            self.stream = None;
+        }
+        r
     }
 
     async fn server_stream(&mut self, body: Bytes) -> Result<Reply, Status> {

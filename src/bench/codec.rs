@@ -1,7 +1,8 @@
-//! A gRPC codec for pre-encoded messages: requests go out as stored bytes,
-//! answers are measured and skipped (or kept, to check one of them).
+//! Pre-encoded requests, and a gRPC codec that sends them as stored bytes
+//! and measures answers and skips them (or keeps them, to check one).
 
-use bytes::{Buf, BufMut, Bytes};
+use crate::service::PREFIX;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
@@ -12,6 +13,38 @@ pub struct Reply {
     pub len: usize,
     /// The message itself, when the codec was asked to keep it.
     pub body: Option<Bytes>,
+}
+
+/// A request encoded once as it goes on the wire: gRPC's 5-byte prefix
+/// (uncompressed, big-endian length), then the protobuf message.
+#[derive(Clone, Debug)]
+pub struct Prefixed(Bytes);
+
+impl Prefixed {
+    /// The encoded `message` behind its prefix; `None` past gRPC's 4 GiB.
+    pub fn new(message: &[u8]) -> Option<Self> {
+        let len = u32::try_from(message.len()).ok()?;
+        let mut buf = BytesMut::with_capacity(PREFIX + message.len());
+        buf.put_u8(0);
+        buf.put_u32(len);
+        buf.put_slice(message);
+        Some(Self(buf.freeze()))
+    }
+
+    /// Prefix and message, as sent.
+    pub fn wire(&self) -> Bytes {
+        self.0.clone()
+    }
+
+    /// The message alone, for tonic's codec (which adds the prefix).
+    pub fn message(&self) -> Bytes {
+        self.0.slice(PREFIX..)
+    }
+
+    /// The message's size in bytes.
+    pub fn message_len(&self) -> usize {
+        self.0.len().saturating_sub(PREFIX)
+    }
 }
 
 /// Sends `Bytes` as they are and reads answers as [`Reply`].

@@ -119,11 +119,21 @@ pub async fn run(
             args.server_pid,
         )
         .await?;
-        Ok::<_, String>(Report::new(&softmaxd.label, args, payload.body.len(), &a))
+        Ok::<_, String>(Report::new(
+            &softmaxd.label,
+            args,
+            payload.body.message_len(),
+            &a,
+        ))
     };
     let run_echo = || async {
         let b = load::run(&echo.addr, args, payload, echo_values, args.echo_pid).await?;
-        Ok::<_, String>(Report::new(&echo.label, args, payload.body.len(), &b))
+        Ok::<_, String>(Report::new(
+            &echo.label,
+            args,
+            payload.body.message_len(),
+            &b,
+        ))
     };
     for round in 0..args.rounds {
         let (a, b) = if round % 2 == 0 {

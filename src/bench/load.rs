@@ -6,10 +6,10 @@
 use super::args::BenchArgs;
 use super::caller::{connect, Caller};
 use super::check;
+use super::codec::Prefixed;
 use super::cpu;
 use super::payload::Payload;
 use super::stats::{code_name, Stats};
-use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,9 +39,9 @@ struct Shared {
     concurrency: u64,
     requests: Option<u64>,
     tickets: AtomicU64,
-    body: Bytes,
+    body: Prefixed,
     /// The invalid variants of `body`, and the fraction of calls to spoil.
-    invalid: Vec<Bytes>,
+    invalid: Vec<Prefixed>,
     invalid_fraction: f64,
     /// Calls started, warm-up included: numbers them for the invalid ones.
     started: AtomicU64,
@@ -60,9 +60,9 @@ impl Shared {
     /// Call `i` is invalid when `floor((i + 1) f)` steps up at it, which
     /// spreads invalid calls evenly at the fraction `f`; they take the
     /// invalid variants in turn.
-    fn next_body(&self) -> (Bytes, bool) {
+    fn next_body(&self) -> (&Prefixed, bool) {
         if self.invalid.is_empty() {
-            return (self.body.clone(), false);
+            return (&self.body, false);
         }
         let i = self.started.fetch_add(1, Ordering::Relaxed) as f64;
         let f = self.invalid_fraction;
@@ -70,10 +70,10 @@ impl Shared {
         if after > before {
             let which = before as usize % self.invalid.len();
             if let Some(body) = self.invalid.get(which) {
-                return (body.clone(), true);
+                return (body, true);
             }
         }
-        (self.body.clone(), false)
+        (&self.body, false)
     }
 
     /// When the `n`-th call of worker `index` is due (fixed rate): the
@@ -100,7 +100,7 @@ pub async fn run(
     }
     let first = channels.first().cloned().ok_or("no connection")?;
     let mut probe = Caller::new(first, args.rpc, true);
-    let reply = tokio::time::timeout(args.call_timeout(), probe.call(payload.body.clone()))
+    let reply = tokio::time::timeout(args.call_timeout(), probe.call(&payload.body))
         .await
         .map_err(|_| format!("{addr}: the first call timed out"))?
         .map_err(|s| {
@@ -193,7 +193,7 @@ async fn worker(mut caller: Caller, index: u64, shared: Arc<Shared>) -> Stats {
             }
         }
         let (body, invalid) = shared.next_body();
-        let sent = body.len();
+        let sent = body.message_len();
         let result = tokio::time::timeout(shared.timeout, caller.call(body)).await;
         // Latency from the scheduled send, not the actual one: a slow answer
         // delays later sends, and that wait is part of what callers see.

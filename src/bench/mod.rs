@@ -13,6 +13,7 @@ mod load;
 mod payload;
 pub mod report;
 mod stats;
+mod unary;
 
 pub use args::BenchArgs;
 
@@ -59,7 +60,7 @@ pub async fn execute(
     target: &Target,
     echo: Option<&Target>,
 ) -> Result<Output, String> {
-    let payload = payload::build(args);
+    let payload = payload::build(args)?;
     match echo {
         None => {
             let outcome = load::run(
@@ -73,7 +74,7 @@ pub async fn execute(
             Ok(Output::Single(report::Report::new(
                 &target.label,
                 args,
-                payload.body.len(),
+                payload.body.message_len(),
                 &outcome,
             )))
         }

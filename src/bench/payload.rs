@@ -2,6 +2,7 @@
 //! the same bytes, so the load tool spends nothing per call on building it.
 
 use super::args::{BenchArgs, Dtype, Encoding, Rpc};
+use super::codec::Prefixed;
 use crate::proto::v1::{
     BackwardRequest, CrossEntropyRequest, ForwardRequest, JacobianRequest, Tensor,
 };
@@ -11,12 +12,12 @@ use prost::Message;
 /// An encoded request and what its answer must hold.
 #[derive(Clone, Debug)]
 pub struct Payload {
-    /// The encoded protobuf message.
-    pub body: Bytes,
+    /// The encoded request.
+    pub body: Prefixed,
     /// Values the answer's main tensor holds, summed over a stream's messages.
     pub response_values: u64,
     /// With `--invalid-fraction`: the same request spoilt in each way, in turn.
-    pub invalid: Vec<(Invalid, Bytes)>,
+    pub invalid: Vec<(Invalid, Prefixed)>,
 }
 
 /// A way of making the request invalid; the service must answer each with
@@ -109,7 +110,7 @@ fn tensor(args: &BenchArgs, values: impl Iterator<Item = f64>) -> Tensor {
 
 /// Builds and encodes the request `args` describe (and its invalid
 /// variants when some calls are to be invalid).
-pub fn build(args: &BenchArgs) -> Payload {
+pub fn build(args: &BenchArgs) -> Result<Payload, String> {
     let n = args.shape.elements() as usize;
     let k = u64::from(args.shape.k());
     let response_values = match args.rpc {
@@ -119,20 +120,20 @@ pub fn build(args: &BenchArgs) -> Payload {
     let invalid = if args.invalid_fraction > 0.0 {
         Invalid::ALL
             .iter()
-            .map(|&way| (way, encode(args, Some(way))))
-            .collect()
+            .map(|&way| Ok((way, encode(args, Some(way))?)))
+            .collect::<Result<_, String>>()?
     } else {
         Vec::new()
     };
-    Payload {
-        body: encode(args, None),
+    Ok(Payload {
+        body: encode(args, None)?,
         response_values,
         invalid,
-    }
+    })
 }
 
 /// The request `args` describe, its main tensor spoilt in the `spoil` way.
-fn encode(args: &BenchArgs, spoil: Option<Invalid>) -> Bytes {
+fn encode(args: &BenchArgs, spoil: Option<Invalid>) -> Result<Prefixed, String> {
     let n = args.shape.elements() as usize;
     let k = args.shape.k();
     let rows = args.shape.rows();
@@ -168,5 +169,6 @@ fn encode(args: &BenchArgs, spoil: Option<Invalid>) -> Bytes {
         }
         .encode_to_vec(),
     };
-    Bytes::from(body)
+    Prefixed::new(&body)
+        .ok_or_else(|| format!("a {}-byte request is over gRPC's 4 GiB", body.len()))
 }
