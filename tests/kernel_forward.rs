@@ -158,6 +158,11 @@ fn outputs_too_large_for_the_cache_are_streamed_and_still_exact() {
 }
 
 #[test]
+fn streaming_with_too_little_scratch_gives_the_cached_rows() {
+    common::check_short_scratch();
+}
+
+#[test]
 fn nan_and_pos_inf_are_rejected_wherever_they_are() {
     check_forward_screens();
 }

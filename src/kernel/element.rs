@@ -29,7 +29,8 @@ pub trait Element: Float + Debug + Default + Send + Sync + 'static {
 
     /// Softmax of each `k`-value row of `x` with `e` (`2k` values, of which
     /// the default uses `k`) as scratch and streaming stores into `out`; by default
-    /// [`super::forward::softmax_rows_streamed_by_row`].
+    /// [`super::forward::softmax_rows_streamed_by_row`]. With less scratch
+    /// it does what [`Element::softmax_rows`] does.
     fn softmax_rows_streamed(
         x: &[Self],
         k: usize,

@@ -90,10 +90,10 @@ pub(crate) fn softmax_rows_streamed_by_row<F: Element>(
     e: &mut [F],
     out: &mut [F],
 ) -> bool {
-    if k == 0 {
-        return true;
-    }
-    let e = e.get_mut(..k).unwrap_or_default();
+    let Some(e) = e.get_mut(..k).filter(|_| k > 0) else {
+        // No scratch row to stream from: the cached rows are as exact.
+        return softmax_rows_by_row(x, k, inv_t, out);
+    };
     x.chunks_exact(k)
         .zip(out.chunks_exact_mut(k))
         .fold(true, |clean, (x, o)| {

@@ -690,6 +690,10 @@ pub(crate) fn softmax_rows_streamed<V: Vector>(
 where
     V::T: ExpConsts,
 {
+    if e.len() < 2 * k {
+        // Too little scratch for two rows: the cached rows are as exact.
+        return softmax_rows::<V>(x, k, inv_t, out);
+    }
     let passes = StreamedSoftmaxPasses {
         inv_t,
         e,
