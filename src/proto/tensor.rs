@@ -117,13 +117,6 @@ fn encode_packed<T: bytemuck::Pod>(
     }
 }
 
-/// Room left past a decoded packed field's values. The service recycles
-/// the vector once the call is done, typically as the buffer of the next
-/// encoded answer of the same shape, which puts the message's prefix, keys
-/// and lengths (up to 64 bytes for shapes of up to 8 dims) in value slots
-/// ahead of the values: without the spare slots it would not fit.
-const SPARE_BYTES: usize = 64;
-
 /// Appends one packed field's values (its length prefix comes next in
 /// `buf`), converting whole contiguous chunks of the buffer at once.
 fn merge_packed<T: Default, const W: usize>(
@@ -142,7 +135,7 @@ fn merge_packed<T: Default, const W: usize>(
         ));
     }
     if values.is_empty() {
-        values.reserve_exact(len / W + SPARE_BYTES.div_ceil(W));
+        values.reserve_exact(len / W);
     } else {
         values.reserve(len / W);
     }

@@ -328,23 +328,6 @@ mod tests {
     }
 
     #[test]
-    fn a_recycled_typed_input_holds_the_answer_of_its_shape() {
-        // f64, so that no other test here shares the (global) pool.
-        let (shape, n) = (vec![2u32, 3, 5000], 30_000);
-        let sent = Tensor {
-            shape: shape.clone(),
-            f64: vec![0.25; n],
-            ..Tensor::default()
-        };
-        let mut got = Tensor::decode(sent.encode_to_vec().as_slice()).unwrap();
-        let input = std::mem::take(&mut got.f64);
-        let at = input.as_ptr();
-        f64::pool().give(input);
-        let f = Framed::<f64>::new(&shape, n, Encoding::Typed).expect("framed");
-        assert_eq!(f.buf.as_ptr(), at, "the answer reuses the input's buffer");
-    }
-
-    #[test]
     fn a_cross_entropy_answer_is_the_message_prost_would_encode() {
         fn check<F: Wire + std::fmt::Debug>(batch: &[u32], k: u32, encoding: Encoding) {
             let rows: usize = batch.iter().map(|&d| d as usize).product();

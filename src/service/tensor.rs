@@ -32,19 +32,28 @@ pub enum Encoding {
     Raw,
 }
 
-/// The values of a tensor: a vector decoded from typed fields, or the raw
-/// bytes of the request itself, viewed in place when they are aligned and
-/// copied a block at a time into a small scratch buffer when they are not.
+/// The values of a tensor: a vector decoded from typed fields, a copy from
+/// the pool, or the raw bytes of the request itself, viewed in place when
+/// they are aligned and copied a block at a time into a small scratch
+/// buffer when they are not.
 #[derive(Debug)]
 enum Buf<F: Wire> {
-    Owned(Vec<F>),
+    /// Decoded from typed fields into a fresh allocation, and freed when
+    /// done: the next call's decode then reuses those still-cached bytes.
+    /// Given to the pool instead, each typed call would hand back two
+    /// buffers (this and its answer) for the one it takes, and the
+    /// overflow the pool drops, its oldest and coldest, is what the
+    /// allocator would hand the next decode.
+    Decoded(Vec<F>),
+    /// Taken from the pool, and given back to it.
+    Pooled(Vec<F>),
     Shared(Bytes),
     Unaligned(Bytes),
 }
 
 impl<F: Wire> Drop for Buf<F> {
     fn drop(&mut self) {
-        if let Buf::Owned(v) = self {
+        if let Buf::Pooled(v) = self {
             F::pool().give(std::mem::take(v));
         }
     }
@@ -71,7 +80,7 @@ impl<F: Wire> Input<F> {
     /// be made [`contiguous`](Self::contiguous) first.
     pub fn values(&self) -> Result<&[F], Error> {
         match &self.buf {
-            Buf::Owned(v) => Ok(v),
+            Buf::Decoded(v) | Buf::Pooled(v) => Ok(v),
             Buf::Shared(b) => cast(b),
             Buf::Unaligned(_) => Err(Error::Internal(format!(
                 "{}: unaligned values read without a copy",
@@ -91,7 +100,7 @@ impl<F: Wire> Input<F> {
         let span = rows.start * self.k..rows.end * self.k;
         let missing = || Error::Internal(format!("{}: rows {rows:?} out of range", self.field));
         match &self.buf {
-            Buf::Owned(v) => v.get(span).ok_or_else(missing),
+            Buf::Decoded(v) | Buf::Pooled(v) => v.get(span).ok_or_else(missing),
             Buf::Shared(b) => cast(b)?.get(span).ok_or_else(missing),
             Buf::Unaligned(b) => {
                 let width = std::mem::size_of::<F>();
@@ -110,7 +119,7 @@ impl<F: Wire> Input<F> {
         if let Buf::Unaligned(raw) = &self.buf {
             let mut out = F::pool().take(raw.len() / std::mem::size_of::<F>());
             copy_le(raw, &mut out);
-            self.buf = Buf::Owned(out);
+            self.buf = Buf::Pooled(out);
         }
         self
     }
@@ -124,7 +133,7 @@ impl<F: Wire> Input<F> {
         };
         match Reused::take(std::mem::take(raw)) {
             Ok(reused) => {
-                self.buf = Buf::Owned(Vec::new());
+                self.buf = Buf::Decoded(Vec::new());
                 Some(reused)
             }
             Err(back) => {
@@ -442,7 +451,7 @@ fn decode_as<F: Wire>(field: &'static str, mut t: Tensor) -> Result<Input<F>, Er
                 dims
             )));
         }
-        (Buf::Owned(typed), Encoding::Typed)
+        (Buf::Decoded(typed), Encoding::Typed)
     };
     Ok(Input {
         field,
@@ -505,6 +514,33 @@ pub(super) fn copy_le<F: Wire>(raw: &[u8], out: &mut [F]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_values_go_back_to_the_allocator_and_pooled_copies_to_the_pool() {
+        // f64, which no other test here pools; 2 x 5000 values is over the
+        // pool's 64 KiB floor.
+        let n = 10_000;
+        let typed = Tensor {
+            shape: vec![2, 5000],
+            f64: vec![0.5; n],
+            ..Tensor::default()
+        };
+        let idle = f64::pool().idle();
+        drop(decode_as::<f64>("x", typed).unwrap());
+        assert_eq!(f64::pool().idle(), idle, "a typed input is not pooled");
+
+        let mut raw = vec![0u8; 1];
+        raw.extend((0..n).flat_map(|i| (i as f64).to_le_bytes()));
+        let unaligned = Tensor {
+            shape: vec![2, 5000],
+            f64_le: Bytes::from(raw).slice(1..),
+            ..Tensor::default()
+        };
+        let x = decode_as::<f64>("x", unaligned).unwrap().contiguous();
+        assert_eq!(x.values().unwrap()[n - 1], (n - 1) as f64);
+        drop(x);
+        assert_eq!(f64::pool().idle(), idle + 1, "its pooled copy goes back");
+    }
 
     /// Raw f32 bytes of `v`, starting `shift` bytes into their buffer.
     fn raw_at(v: &[f32], shift: usize) -> Tensor {
