@@ -1,7 +1,7 @@
 //! Pre-encoded requests, and a gRPC codec that sends them as stored bytes
 //! and measures answers and skips them (or keeps them, to check one).
 
-use crate::service::PREFIX;
+use crate::service::{prefix, PREFIX};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
@@ -23,10 +23,9 @@ pub struct Prefixed(Bytes);
 impl Prefixed {
     /// The encoded `message` behind its prefix; `None` past gRPC's 4 GiB.
     pub fn new(message: &[u8]) -> Option<Self> {
-        let len = u32::try_from(message.len()).ok()?;
+        let head = prefix(message.len())?;
         let mut buf = BytesMut::with_capacity(PREFIX + message.len());
-        buf.put_u8(0);
-        buf.put_u32(len);
+        buf.put_slice(&head);
         buf.put_slice(message);
         Some(Self(buf.freeze()))
     }

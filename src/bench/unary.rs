@@ -9,7 +9,7 @@
 //! server, was the bound on calls/s.
 
 use super::codec::{Prefixed, Reply};
-use crate::service::PREFIX;
+use crate::service::{declared, PREFIX};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, TE};
 use http::uri::PathAndQuery;
@@ -126,10 +126,9 @@ impl Answer {
         if self.len < PREFIX {
             return Err(Status::internal("Missing response message."));
         }
-        let [flag, a, b, c, d] = self.head;
-        let declared = u32::from_be_bytes([a, b, c, d]) as usize;
+        let (compressed, declared) = declared(self.head);
         let len = self.len - PREFIX;
-        if flag != 0 {
+        if compressed {
             return Err(Status::internal(
                 "a compressed answer, which was not asked for",
             ));

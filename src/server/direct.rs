@@ -18,7 +18,7 @@ use crate::proto::v1::{
     BackwardRequest, BackwardResponse, CrossEntropyRequest, CrossEntropyResponse, ForwardRequest,
     ForwardResponse, JacobianRequest, JacobianResponse,
 };
-use crate::service::{Echo, Encoded, Reply, Softmax, PREFIX};
+use crate::service::{prefix, Echo, Encoded, Reply, Softmax, PREFIX};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::stream;
@@ -223,11 +223,10 @@ fn encode(m: &impl prost::Message, max: usize) -> Result<Bytes, Status> {
             "Error, encoded message length too large: found {len} bytes, the limit is: {max} bytes"
         )));
     }
-    let prefix = u32::try_from(len)
-        .map_err(|_| Status::resource_exhausted(format!("a {len}-byte message is over 4 GiB")))?;
+    let head = prefix(len)
+        .ok_or_else(|| Status::resource_exhausted(format!("a {len}-byte message is over 4 GiB")))?;
     let mut buf = BytesMut::with_capacity(PREFIX + len);
-    buf.put_u8(0);
-    buf.put_u32(prefix);
+    buf.put_slice(&head);
     m.encode(&mut buf)
         .map_err(|e| Status::internal(format!("encoding the response: {e}")))?;
     Ok(buf.freeze())

@@ -117,9 +117,9 @@ async fn next_data(body: &mut Body) -> Result<Bytes, Option<Result<Frame<Bytes>,
 /// The length `data` declares for the message it starts, when that message
 /// is uncompressed and within `max`.
 fn declared(data: &[u8], max: usize) -> Option<usize> {
-    let (&[flag, a, b, c, d], _) = data.split_first_chunk::<PREFIX>()?;
-    let len = usize::try_from(u32::from_be_bytes([a, b, c, d])).ok()?;
-    (flag == 0 && len <= max).then_some(len)
+    let (&head, _) = data.split_first_chunk::<PREFIX>()?;
+    let (compressed, len) = crate::service::declared(head);
+    (!compressed && len <= max).then_some(len)
 }
 
 /// The bytes read so far as frames again: the prefix (or as much of it as

@@ -32,6 +32,20 @@ pub const RESULT_FIELD: u32 = 1;
 /// gRPC's message prefix: a compressed flag and a big-endian length.
 pub const PREFIX: usize = 5;
 
+/// The prefix of an uncompressed message of `len` bytes; `None` past gRPC's
+/// 4 GiB.
+pub fn prefix(len: usize) -> Option<[u8; PREFIX]> {
+    let [a, b, c, d] = u32::try_from(len).ok()?.to_be_bytes();
+    Some([0, a, b, c, d])
+}
+
+/// What a prefix says: whether the message is compressed, and its length.
+pub fn declared(head: [u8; PREFIX]) -> (bool, usize) {
+    let [flag, a, b, c, d] = head;
+    let len = usize::try_from(u32::from_be_bytes([a, b, c, d])).unwrap_or(usize::MAX);
+    (flag != 0, len)
+}
+
 /// A unary answer: a message for tonic to encode, or one already encoded as
 /// a whole gRPC length-prefixed message.
 #[derive(Debug)]
@@ -160,7 +174,7 @@ impl<F: Wire> Framed<F> {
             }
             None => None,
         };
-        let message_prefix = u32::try_from(message).ok()?.to_be_bytes();
+        let message_prefix = prefix(message)?;
 
         // The part's key, its Tensor's length, its shape and its values' key
         // and length: everything up to its values.
@@ -172,7 +186,6 @@ impl<F: Wire> Framed<F> {
             encode_varint((p.n * width) as u64, head);
         };
         let mut head = Vec::with_capacity(PREFIX + 64);
-        head.push(0); // not compressed
         head.extend_from_slice(&message_prefix);
         let mut leading_at = 0..0;
         if let (Some(l), Some(len)) = (&leading, leading_len) {

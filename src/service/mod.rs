@@ -18,7 +18,7 @@ mod validate;
 
 pub use echo::Echo;
 pub use error::Error;
-pub use framed::{Encoded, Reply, PREFIX};
+pub use framed::{declared, prefix, Encoded, Reply, PREFIX};
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
