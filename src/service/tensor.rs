@@ -49,6 +49,8 @@ enum Buf<F: Wire> {
     Pooled(Vec<F>),
     Shared(Bytes),
     Unaligned(Bytes),
+    /// Taken by [`Input::take_reused`] to hold the results.
+    Moved,
 }
 
 impl<F: Wire> Drop for Buf<F> {
@@ -86,6 +88,7 @@ impl<F: Wire> Input<F> {
                 "{}: unaligned values read without a copy",
                 self.field
             ))),
+            Buf::Moved => Err(self.moved()),
         }
     }
 
@@ -110,7 +113,16 @@ impl<F: Wire> Input<F> {
                 fill_le(bytes, scratch);
                 Ok(scratch)
             }
+            Buf::Moved => Err(self.moved()),
         }
+    }
+
+    /// What reading the values after [`Self::take_reused`] is.
+    fn moved(&self) -> Error {
+        Error::Internal(format!(
+            "{}: values read after their buffer was taken for the results",
+            self.field
+        ))
     }
 
     /// The same tensor with its values in one slice (copies unaligned raw
@@ -133,7 +145,7 @@ impl<F: Wire> Input<F> {
         };
         match Reused::take(std::mem::take(raw)) {
             Ok(reused) => {
-                self.buf = Buf::Decoded(Vec::new());
+                self.buf = Buf::Moved;
                 Some(reused)
             }
             Err(back) => {
@@ -514,6 +526,7 @@ pub(super) fn copy_le<F: Wire>(raw: &[u8], out: &mut [F]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     #[test]
     fn typed_values_go_back_to_the_allocator_and_pooled_copies_to_the_pool() {
@@ -573,6 +586,24 @@ mod tests {
             let x = x.contiguous();
             assert_eq!(x.values().unwrap(), &v[..], "shift {shift}");
         }
+    }
+
+    #[test]
+    fn values_taken_for_the_results_are_not_read_again() {
+        let v = [2.5f32; 8];
+        let mut raw = BytesMut::with_capacity(v.len() * 4 + 8);
+        raw.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+        let t = Tensor {
+            shape: vec![2, 4],
+            f32_le: raw.freeze(),
+            ..Tensor::default()
+        };
+        let mut x = decode_same::<f32>("x", Some(t)).unwrap();
+        assert!(x.take_reused().is_some(), "a sole owner gives its bytes up");
+        let taken = |e: Error| e.to_string().contains("taken for the results");
+        assert!(x.values().is_err_and(taken));
+        assert!(x.block(0..1, &mut Vec::new()).is_err_and(taken));
+        assert!(x.take_reused().is_none(), "nothing left to take");
     }
 
     #[test]
