@@ -6,8 +6,31 @@ mod harness;
 use harness::reference::{per_row, softmax, values};
 use harness::wire::{expect, tensor, Kind, ALL_KINDS};
 use harness::TestServer;
-use softmaxd::proto::v1::ForwardRequest;
+use softmaxd::proto::v1::softmax_service_client::SoftmaxServiceClient;
+use softmaxd::proto::v1::{ForwardRequest, ForwardResponse};
+use tonic::transport::Channel;
 use tonic::Code;
+
+/// Sends one ForwardStream message per `(kind, shape, values)` and returns
+/// the stream of answers.
+async fn stream<'a>(
+    client: &mut SoftmaxServiceClient<Channel>,
+    tensors: impl Iterator<Item = (Kind, Vec<u32>, &'a Vec<f64>)>,
+    temperature: Option<f32>,
+) -> tonic::Streaming<ForwardResponse> {
+    let reqs: Vec<ForwardRequest> = tensors
+        .map(|(kind, shape, x)| ForwardRequest {
+            logits: Some(tensor(&shape, x, kind)),
+            temperature,
+            log: false,
+        })
+        .collect();
+    client
+        .forward_stream(tokio_stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner()
+}
 
 #[tokio::test]
 async fn responses_come_back_in_order() {
@@ -19,19 +42,10 @@ async fn responses_come_back_in_order() {
         let x = kind.round(&values(3 * k, i as u64, -5.0, 5.0));
         sent.push((*kind, k, x));
     }
-    let reqs: Vec<ForwardRequest> = sent
+    let shapes = sent
         .iter()
-        .map(|(kind, k, x)| ForwardRequest {
-            logits: Some(tensor(&[3, *k as u32], x, *kind)),
-            temperature: None,
-            log: false,
-        })
-        .collect();
-    let mut responses = client
-        .forward_stream(tokio_stream::iter(reqs))
-        .await
-        .unwrap()
-        .into_inner();
+        .map(|(kind, k, x)| (*kind, vec![3, *k as u32], x));
+    let mut responses = stream(&mut client, shapes, None).await;
     for (kind, k, x) in &sent {
         let resp = responses
             .message()
@@ -109,6 +123,45 @@ async fn a_long_stream_from_a_channel_is_answered_as_it_is_fed() {
         assert!((got[0] - want[0]).abs() < 1e-12);
     }
     drop(tx);
+    assert!(responses.message().await.unwrap().is_none());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn messages_of_many_frames_and_of_part_of_one_are_answered_alike() {
+    // Large messages span many DATA frames; small ones share frames with
+    // the end of the message before them. Every answer must be its own.
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let shapes: [(usize, usize); 6] = [(64, 4096), (1, 3), (2, 5), (300, 1000), (1, 1), (16, 4096)];
+    let sent: Vec<(Kind, usize, usize, Vec<f64>)> = shapes
+        .iter()
+        .zip(ALL_KINDS.iter().cycle())
+        .enumerate()
+        .map(|(i, (&(rows, k), &kind))| {
+            (
+                kind,
+                rows,
+                k,
+                kind.round(&values(rows * k, 40 + i as u64, -8.0, 8.0)),
+            )
+        })
+        .collect();
+    let tensors = sent
+        .iter()
+        .map(|(kind, rows, k, x)| (*kind, vec![*rows as u32, *k as u32], x));
+    let mut responses = stream(&mut client, tensors, Some(0.5)).await;
+    for (kind, rows, k, x) in &sent {
+        let resp = responses.message().await.unwrap().expect("an answer");
+        let got = expect(resp.output, &[*rows as u32, *k as u32], *kind);
+        let want = per_row(x, *k, |r| softmax(r, 0.5));
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst <= kind.tol(), "[{rows},{k}] {kind:?}: off by {worst}");
+    }
     assert!(responses.message().await.unwrap().is_none());
     server.stop().await.unwrap();
 }

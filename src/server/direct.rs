@@ -12,16 +12,15 @@
 //! which also serves every other method. The echo service takes the same
 //! route, so that it stays the ceiling of the transport softmaxd uses.
 
-use super::request;
+use super::{request, stream};
 use crate::proto::v1::softmax_service_server::{SoftmaxService, SoftmaxServiceServer};
 use crate::proto::v1::{
     BackwardRequest, BackwardResponse, CrossEntropyRequest, CrossEntropyResponse, ForwardRequest,
     ForwardResponse, JacobianRequest, JacobianResponse,
 };
-use crate::service::{prefix, Echo, Encoded, Reply, Softmax, PREFIX};
+use crate::service::{prefix, Echo, Encoded, ForwardAnswers, Reply, Softmax, PREFIX};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
-use futures::stream;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::HeaderMap;
 use http_body::Frame;
@@ -38,10 +37,16 @@ const FORWARD: &str = "/softmax.v1.SoftmaxService/Forward";
 const BACKWARD: &str = "/softmax.v1.SoftmaxService/Backward";
 const JACOBIAN: &str = "/softmax.v1.SoftmaxService/Jacobian";
 const CROSS_ENTROPY: &str = "/softmax.v1.SoftmaxService/CrossEntropy";
+const FORWARD_STREAM: &str = "/softmax.v1.SoftmaxService/ForwardStream";
 
 /// A service whose unary methods may answer with a response already
 /// encoded.
 pub trait Unary: SoftmaxService + Clone {
+    /// What answers the messages of one ForwardStream call.
+    type Answers: Answers;
+
+    /// Admits a ForwardStream call, or refuses it.
+    fn forward_answers(&self) -> Result<Self::Answers, Status>;
     fn forward(
         &self,
         req: ForwardRequest,
@@ -60,7 +65,29 @@ pub trait Unary: SoftmaxService + Clone {
     ) -> impl Future<Output = Result<Reply<CrossEntropyResponse>, Status>> + Send;
 }
 
+/// Answers the messages of one ForwardStream call, in order.
+pub trait Answers: Send + 'static {
+    fn answer(
+        &self,
+        req: ForwardRequest,
+    ) -> impl Future<Output = Result<Reply<ForwardResponse>, Status>> + Send;
+}
+
+impl Answers for ForwardAnswers {
+    fn answer(
+        &self,
+        req: ForwardRequest,
+    ) -> impl Future<Output = Result<Reply<ForwardResponse>, Status>> + Send {
+        ForwardAnswers::answer(self, req)
+    }
+}
+
 impl Unary for Softmax {
+    type Answers = ForwardAnswers;
+
+    fn forward_answers(&self) -> Result<ForwardAnswers, Status> {
+        Softmax::forward_answers(self)
+    }
     fn forward(
         &self,
         req: ForwardRequest,
@@ -90,6 +117,11 @@ impl Unary for Softmax {
 /// Echo answers with the request's own tensor, which prost then encodes
 /// as it would for any typed answer.
 impl Unary for Echo {
+    type Answers = Echo;
+
+    fn forward_answers(&self) -> Result<Echo, Status> {
+        Ok(Echo)
+    }
     async fn forward(&self, req: ForwardRequest) -> Result<Reply<ForwardResponse>, Status> {
         Ok(Reply::Message(Echo::forward_of(req)))
     }
@@ -104,6 +136,12 @@ impl Unary for Echo {
         req: CrossEntropyRequest,
     ) -> Result<Reply<CrossEntropyResponse>, Status> {
         Ok(Reply::Message(Echo::cross_entropy_of(req)))
+    }
+}
+
+impl Answers for Echo {
+    async fn answer(&self, req: ForwardRequest) -> Result<Reply<ForwardResponse>, Status> {
+        Ok(Reply::Message(Echo::forward_of(req)))
     }
 }
 
@@ -183,6 +221,7 @@ impl<S: Unary> Service<http::Request<Body>> for Direct<S> {
             CROSS_ENTROPY => Box::pin(unary(req, max, async move |m| {
                 Unary::cross_entropy(&service, m).await
             })),
+            FORWARD_STREAM => Box::pin(stream::forward(req, max, Unary::forward_answers(&service))),
             _ => self.generated.call(req),
         }
     }
@@ -203,15 +242,20 @@ where
         Ok(m) => m,
         Err(status) => return Ok(status.into_http()),
     };
-    let encoded = match handle(message).await {
-        Ok(Reply::Encoded(Encoded { message })) => Ok(message),
-        Ok(Reply::Message(m)) => encode(&m, max),
-        Err(status) => Err(status),
-    };
+    let encoded = handle(message).await.and_then(|reply| encoded(reply, max));
     Ok(match encoded {
         Ok(message) => answer(message),
         Err(status) => status.into_http(),
     })
+}
+
+/// An answer as one gRPC length-prefixed message, encoded here unless it
+/// already is.
+pub(super) fn encoded<M: prost::Message>(reply: Reply<M>, max: usize) -> Result<Bytes, Status> {
+    match reply {
+        Reply::Encoded(Encoded { message }) => Ok(message),
+        Reply::Message(m) => encode(&m, max),
+    }
 }
 
 /// A message as one gRPC length-prefixed message, refused past `max` bytes
@@ -234,11 +278,20 @@ fn encode(m: &impl prost::Message, max: usize) -> Result<Bytes, Status> {
 
 /// A successful gRPC response carrying one message (prefix included).
 fn answer(message: Bytes) -> http::Response<Body> {
+    let frames = [Frame::data(message), Frame::trailers(ok_trailers())].map(Ok::<_, Infallible>);
+    grpc_response(Body::new(StreamBody::new(futures::stream::iter(frames))))
+}
+
+/// The trailers of a call that succeeded.
+pub(super) fn ok_trailers() -> HeaderMap {
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
-    let frames = [Frame::data(message), Frame::trailers(trailers)].map(Ok::<_, Infallible>);
-    let body = StreamBody::new(stream::iter(frames));
-    let mut response = http::Response::new(Body::new(body));
+    trailers
+}
+
+/// A gRPC response whose messages and trailers are `body`.
+pub(super) fn grpc_response(body: Body) -> http::Response<Body> {
+    let mut response = http::Response::new(body);
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));

@@ -11,6 +11,7 @@ mod limits;
 pub mod metrics;
 mod request;
 pub mod shutdown;
+mod stream;
 pub mod telemetry;
 pub mod tls;
 

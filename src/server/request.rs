@@ -1,15 +1,17 @@
-//! The one request message of a unary call, read out of its HTTP/2 DATA
-//! frames with at most one copy, into recycled memory.
+//! Request messages read out of their HTTP/2 DATA frames with at most one
+//! copy each, into recycled memory: the one message of a unary call, or
+//! the messages of a stream, in order.
 //!
 //! tonic's decoder copies every frame into a decode buffer of its own that
 //! starts at 8 KiB and grows as frames arrive: for a message over several
 //! frames that is a fresh allocation, page faults, and the first frame
-//! copied twice. Here a message in one frame (every request smaller than
+//! copied twice. Here a message within one frame (every request smaller than
 //! the server's frame size, sent by h2) is decoded where h2 read it, so
 //! its `bytes` fields are views of that frame; a longer one is copied once
 //! into a buffer of exactly its declared size from a pool. Anything else
 //! (compressed, over the limit, malformed, cut short) is replayed, byte for
-//! byte, into tonic's decoder, which keeps owning every error message.
+//! byte, into tonic's decoder, which keeps owning every error message; a
+//! stream's later messages then come from that decoder too.
 
 use crate::service::buffers::Pool;
 use crate::service::PREFIX;
@@ -33,15 +35,12 @@ where
     Req: prost::Message + Default + Send + 'static,
     Resp: prost::Message + Send + 'static,
 {
-    let replay = match read(&mut body, max).await {
-        Ok(message) => return Req::decode(message).map_err(|e| Status::internal(e.to_string())),
+    let replay = match read(&mut body, &mut None, max, Trailing::Refused).await {
+        Ok(Some(message)) => return decode(message),
+        Ok(None) => Vec::new(),
         Err(replay) => replay,
     };
-    let replayed = Body::new(StreamBody::new(
-        stream::iter(replay).chain(BodyStream::new(body)),
-    ));
-    let decoder = tonic_prost::ProstCodec::<Resp, Req>::default().decoder();
-    let mut stream = Streaming::new_request(decoder, replayed, None, Some(max));
+    let mut stream = tonic_decoder::<Req, Resp>(replay, body, max);
     match stream.message().await {
         Ok(Some(m)) => Ok(m),
         Ok(None) => Err(Status::internal("Missing request message.")),
@@ -49,49 +48,141 @@ where
     }
 }
 
-/// The payload of the body's first message, or what was read of the body
-/// when that message is not plainly there.
-async fn read(body: &mut Body, max: usize) -> Result<Bytes, Replay> {
-    let (head, mut chunk) = prefix(body).await?;
+/// The request messages of a streaming call, read one at a time.
+pub struct Messages<Req> {
+    source: Source<Req>,
+    max: usize,
+}
+
+/// Where a stream's next message comes from.
+enum Source<Req> {
+    /// The body, after what the last message's frame left over.
+    Frames { body: Body, rest: Option<Bytes> },
+    /// tonic's decoder, since a message that was not plainly there.
+    Tonic(Streaming<Req>),
+}
+
+impl<Req: prost::Message + Default + Send + 'static> Messages<Req> {
+    /// The messages of `body`, each of at most `max` bytes.
+    pub fn new(body: Body, max: usize) -> Self {
+        Self {
+            source: Source::Frames { body, rest: None },
+            max,
+        }
+    }
+
+    /// The next message, `None` at the end of the stream.
+    pub async fn next(&mut self) -> Result<Option<Req>, Status> {
+        let (body, replay) = match &mut self.source {
+            Source::Tonic(stream) => return stream.message().await,
+            Source::Frames { body, rest } => match read(body, rest, self.max, Trailing::Kept).await
+            {
+                Ok(Some(message)) => return decode(message).map(Some),
+                Ok(None) => return Ok(None),
+                Err(replay) => (std::mem::replace(body, Body::empty()), replay),
+            },
+        };
+        let mut stream = tonic_decoder::<Req, Req>(replay, body, self.max);
+        let next = stream.message().await;
+        self.source = Source::Tonic(stream);
+        next
+    }
+}
+
+/// A message read here, decoded as tonic's decoder would report a failure.
+fn decode<Req: prost::Message + Default>(message: Bytes) -> Result<Req, Status> {
+    Req::decode(message).map_err(|e| Status::internal(e.to_string()))
+}
+
+/// tonic's decoder over `replay` and then the rest of `body`.
+fn tonic_decoder<Req, Resp>(replay: Replay, body: Body, max: usize) -> Streaming<Req>
+where
+    Req: prost::Message + Default + Send + 'static,
+    Resp: prost::Message + Send + 'static,
+{
+    let replayed = Body::new(StreamBody::new(
+        stream::iter(replay).chain(BodyStream::new(body)),
+    ));
+    let decoder = tonic_prost::ProstCodec::<Resp, Req>::default().decoder();
+    Streaming::new_request(decoder, replayed, None, Some(max))
+}
+
+/// What a message's last frame may carry after it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trailing {
+    /// Nothing: a unary call has one message, and more is tonic's to judge.
+    Refused,
+    /// The start of the next message of a stream.
+    Kept,
+}
+
+/// The payload of the next message (starting with `rest`, what the last
+/// message's frame left over, then the body), `None` when the body ends
+/// first, or what was read when that message is not plainly there.
+async fn read(
+    body: &mut Body,
+    rest: &mut Option<Bytes>,
+    max: usize,
+    trailing: Trailing,
+) -> Result<Option<Bytes>, Replay> {
+    let Some((head, mut chunk)) = prefix(body, rest).await? else {
+        return Ok(None);
+    };
     let Some(len) = declared(&head, max) else {
         return Err(replay(&head, b"", Some(Ok(Frame::data(chunk)))));
     };
-    if chunk.len() == len {
-        return Ok(chunk);
+    let whole = match trailing {
+        Trailing::Refused => chunk.len() == len,
+        Trailing::Kept => chunk.len() >= len,
+    };
+    if whole {
+        let next = chunk.split_off(len);
+        *rest = Some(next).filter(|b| !b.is_empty());
+        return Ok(Some(chunk));
     }
     let mut buf = ASSEMBLED.take(len);
     let mut at = 0usize;
     loop {
-        // `at + chunk.len() <= len`: a longer frame carries more than this
-        // message, which is tonic's to judge.
-        let end = at.saturating_add(chunk.len());
-        let Some(dst) = buf.get_mut(at..end) else {
+        let take = match trailing {
+            Trailing::Refused => chunk.len(),
+            Trailing::Kept => chunk.len().min(len - at),
+        };
+        // `at + take <= len`: a longer frame of a unary call carries more
+        // than its message, which is tonic's to judge.
+        let end = at.saturating_add(take);
+        let (Some(dst), Some(src)) = (buf.get_mut(at..end), chunk.get(..take)) else {
             let copied = buf.get(..at).unwrap_or_default();
             return Err(replay(&head, copied, Some(Ok(Frame::data(chunk)))));
         };
-        dst.copy_from_slice(&chunk);
+        dst.copy_from_slice(src);
         at = end;
         if at == len {
-            return Ok(Bytes::from_owner(Recycled(buf)));
+            *rest = Some(chunk.split_off(take)).filter(|b| !b.is_empty());
+            return Ok(Some(Bytes::from_owner(Recycled(buf))));
         }
-        chunk = match next_data(body).await {
+        chunk = match next_data(body, rest).await {
             Ok(data) => data,
             Err(end) => return Err(replay(&head, buf.get(..at).unwrap_or_default(), end)),
         };
     }
 }
 
-/// The message's 5-byte prefix and the rest of the frame that completed it.
+/// The message's 5-byte prefix and the rest of the frame that completed it,
+/// or `None` when the body ends cleanly before a message starts.
 ///
 /// The prefix may come in pieces: a client whose flow-control window is
 /// nearly spent (hyper reserves one byte before it has more) sends a
 /// 1-byte first frame, which must not cost the call its fast path.
-async fn prefix(body: &mut Body) -> Result<([u8; PREFIX], Bytes), Replay> {
+async fn prefix(
+    body: &mut Body,
+    rest: &mut Option<Bytes>,
+) -> Result<Option<([u8; PREFIX], Bytes)>, Replay> {
     let mut head = [0u8; PREFIX];
     let mut have = 0usize;
     loop {
-        let data = match next_data(body).await {
+        let data = match next_data(body, rest).await {
             Ok(data) => data,
+            Err(None) if have == 0 => return Ok(None),
             Err(end) => return Err(replay(head.get(..have).unwrap_or_default(), b"", end)),
         };
         let take = data.len().min(PREFIX - have);
@@ -100,14 +191,21 @@ async fn prefix(body: &mut Body) -> Result<([u8; PREFIX], Bytes), Replay> {
         }
         have += take;
         if have == PREFIX {
-            return Ok((head, data.slice(take..)));
+            return Ok(Some((head, data.slice(take..))));
         }
     }
 }
 
-/// The next DATA frame's bytes, or whatever came instead (trailers, an
-/// error, or the end of the body as `None`).
-async fn next_data(body: &mut Body) -> Result<Bytes, Option<Result<Frame<Bytes>, Status>>> {
+/// The bytes left over from the last message's frame, else the next DATA
+/// frame's, or whatever came instead (trailers, an error, or the end of the
+/// body as `None`).
+async fn next_data(
+    body: &mut Body,
+    rest: &mut Option<Bytes>,
+) -> Result<Bytes, Option<Result<Frame<Bytes>, Status>>> {
+    if let Some(data) = rest.take() {
+        return Ok(data);
+    }
     match body.frame().await {
         Some(Ok(frame)) => frame.into_data().map_err(|f| Some(Ok(f))),
         other => Err(other),
@@ -177,14 +275,17 @@ mod tests {
             .collect()
     }
 
-    fn read_now(frames: Vec<Bytes>, max: usize) -> Result<Bytes, Replay> {
-        futures::executor::block_on(read(&mut body(frames), max))
+    fn read_now(frames: Vec<Bytes>, max: usize) -> Result<Option<Bytes>, Replay> {
+        let mut rest = None;
+        futures::executor::block_on(read(&mut body(frames), &mut rest, max, Trailing::Refused))
     }
 
     /// The bytes tonic's decoder would see: the replay, then the rest.
     fn replayed(frames: Vec<Bytes>, max: usize) -> Vec<u8> {
         let mut body = body(frames);
-        let replay = futures::executor::block_on(read(&mut body, max)).expect_err("replayed");
+        let replay =
+            futures::executor::block_on(read(&mut body, &mut None, max, Trailing::Refused))
+                .expect_err("replayed");
         let rest: Vec<_> = futures::executor::block_on(StreamExt::collect(BodyStream::new(body)));
         replay
             .into_iter()
@@ -198,11 +299,11 @@ mod tests {
         let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let m = message_of(&payload, 0);
         let whole = Bytes::from(m.clone());
-        let got = read_now(vec![whole.clone()], 1 << 20).unwrap();
+        let got = read_now(vec![whole.clone()], 1 << 20).unwrap().unwrap();
         assert_eq!(got, payload[..]);
         assert_eq!(got.as_ptr(), whole[PREFIX..].as_ptr(), "no copy");
         for at in [&[5][..], &[7], &[5, 6, 100_000], &[6, 190_000, 200_004]] {
-            let got = read_now(cut(&m, at), 1 << 20).unwrap();
+            let got = read_now(cut(&m, at), 1 << 20).unwrap().unwrap();
             assert_eq!(got, payload[..], "cut at {at:?}");
         }
         // The prefix in pieces, as a client short of window sends it: the
@@ -210,7 +311,7 @@ mod tests {
         for at in [&[1][..], &[1, 2, 3, 4], &[3]] {
             let frames = cut(&m, at);
             let last = frames.last().unwrap().clone();
-            let got = read_now(frames, 1 << 20).unwrap();
+            let got = read_now(frames, 1 << 20).unwrap().unwrap();
             assert_eq!(got, payload[..], "prefix cut at {at:?}");
             assert_eq!(
                 got.as_ptr(),
@@ -218,7 +319,9 @@ mod tests {
                 "no copy"
             );
         }
-        let got = read_now(cut(&m, &[1, 3, 90_000]), 1 << 20).unwrap();
+        let got = read_now(cut(&m, &[1, 3, 90_000]), 1 << 20)
+            .unwrap()
+            .unwrap();
         assert_eq!(got, payload[..], "prefix in pieces, then assembled");
     }
 
@@ -251,6 +354,91 @@ mod tests {
                 );
             }
         }
-        assert!(read_now(Vec::new(), 1 << 20).unwrap_err().is_empty());
+        assert!(read_now(Vec::new(), 1 << 20).unwrap().is_none());
+    }
+
+    /// The messages of a stream cut into `frames`, decoded to their end or
+    /// to their first error.
+    fn stream_of(frames: Vec<Bytes>, max: usize) -> Vec<Result<Vec<u32>, tonic::Code>> {
+        let mut messages = Messages::<Shape>::new(body(frames), max);
+        let mut got = Vec::new();
+        futures::executor::block_on(async {
+            loop {
+                match messages.next().await {
+                    Ok(Some(m)) => got.push(Ok(m.dims)),
+                    Ok(None) => break,
+                    Err(status) => {
+                        got.push(Err(status.code()));
+                        break;
+                    }
+                }
+            }
+        });
+        got
+    }
+
+    /// A message of one repeated field, to tell messages apart by.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Shape {
+        #[prost(uint32, repeated, tag = "1")]
+        dims: Vec<u32>,
+    }
+
+    fn shape_message(n: u32) -> Vec<u8> {
+        let dims: Vec<u32> = (0..n).map(|i| i * 7 + n).collect();
+        message_of(&prost::Message::encode_to_vec(&Shape { dims }), 0)
+    }
+
+    #[test]
+    fn a_stream_is_read_message_by_message_however_it_is_cut() {
+        let sizes = [1u32, 3, 40_000, 2, 0, 25_000, 5];
+        let want: Vec<_> = sizes
+            .iter()
+            .map(|&n| Ok((0..n).map(|i| i * 7 + n).collect::<Vec<u32>>()))
+            .collect();
+        let bytes: Vec<u8> = sizes.iter().flat_map(|&n| shape_message(n)).collect();
+        let len = bytes.len();
+        let cuts: Vec<Vec<usize>> = vec![
+            vec![],
+            (1..len).step_by(1000).collect(),
+            (1..len).step_by(4093).collect(),
+            vec![1, 2, 3, 4, 5, 6, 7],
+            vec![len / 3, len / 2, len - 1],
+            (1..40).collect(),
+        ];
+        for at in cuts {
+            assert_eq!(stream_of(cut(&bytes, &at), 1 << 20), want, "cut at {at:?}");
+        }
+        assert!(stream_of(Vec::new(), 1 << 20).is_empty(), "no messages");
+    }
+
+    #[test]
+    fn a_stream_message_not_plainly_there_is_tonics_to_judge() {
+        let (one, two) = (shape_message(3), shape_message(1000));
+        let ok = |n: u32| Ok((0..n).map(|i| i * 7 + n).collect::<Vec<u32>>());
+        let mut compressed = one.clone();
+        compressed.extend_from_slice(&message_of(&[7u8; 1000], 1));
+        let mut short = one.clone();
+        short.extend_from_slice(&two[..two.len() - 1]);
+        let mut long = one.clone();
+        long.extend_from_slice(&two);
+        let cases = [
+            ("compressed", compressed, 1 << 20),
+            ("cut short", short, 1 << 20),
+            ("over the limit", long, 100),
+        ];
+        for (what, bytes, max) in cases {
+            for at in [
+                vec![],
+                vec![one.len()],
+                vec![2, one.len() + 3],
+                vec![one.len() + 600],
+            ] {
+                let got = stream_of(cut(&bytes, &at), max);
+                assert_eq!(got.len(), 2, "{what} cut at {at:?}: {got:?}");
+                assert_eq!(got[0], ok(3), "{what}: the first message stands");
+                assert!(got[1].is_err(), "{what} cut at {at:?}: {got:?}");
+            }
+        }
     }
 }

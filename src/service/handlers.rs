@@ -5,7 +5,7 @@
 use super::call::Call;
 use super::framed::Reply;
 use super::jacobian::JacobianStream;
-use super::{Error, Softmax};
+use super::{Admission, Error, Softmax};
 use crate::proto::v1::softmax_service_server::SoftmaxService;
 use crate::proto::v1::{
     BackwardRequest, BackwardResponse, CrossEntropyRequest, CrossEntropyResponse, ForwardRequest,
@@ -19,6 +19,25 @@ use tracing::Instrument;
 
 /// The stream ForwardStream answers with.
 pub type ForwardStream = Pin<Box<dyn Stream<Item = Result<ForwardResponse, Status>> + Send>>;
+
+/// An admitted ForwardStream whose caller reads the messages and sends the
+/// answers itself; the call counts as in flight until this is dropped.
+pub struct ForwardAnswers {
+    service: Softmax,
+    span: tracing::Span,
+    _admitted: Admission,
+}
+
+impl ForwardAnswers {
+    /// Answers one message of the stream, raw results already encoded.
+    pub async fn answer(&self, req: ForwardRequest) -> Result<Reply<ForwardResponse>, Status> {
+        self.service
+            .forward_one(req, None, true)
+            .instrument(self.span.clone())
+            .await
+            .map_err(Status::from)
+    }
+}
 
 impl Softmax {
     /// Serves a Forward call. With `encode`, raw results come back as the
@@ -68,6 +87,23 @@ impl Softmax {
             self.cross_entropy_one(req, call, encode).await
         })
         .await
+    }
+
+    /// Admits a ForwardStream call that is read and answered outside
+    /// tonic, one message at a time (see [`ForwardAnswers`]).
+    pub fn forward_answers(&self) -> Result<ForwardAnswers, Status> {
+        let call = Call::start("ForwardStream");
+        let admitted = {
+            let _enter = call.span().enter();
+            self.admit()
+        };
+        let span = call.span().clone();
+        let answers = admitted.map(|admitted| ForwardAnswers {
+            service: self.clone(),
+            span,
+            _admitted: admitted,
+        });
+        call.finish(answers).map(Response::into_inner)
     }
 
     /// Runs one unary call of `method`: admitted, inside its span, and

@@ -19,6 +19,7 @@ mod validate;
 pub use echo::Echo;
 pub use error::Error;
 pub use framed::{declared, prefix, Encoded, Reply, PREFIX};
+pub use handlers::ForwardAnswers;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,0 +1,77 @@
+//! ForwardStream answered directly: each request message read out of its
+//! DATA frames as a unary request is (`request::Messages`), each answer sent
+//! as the service encoded it, and the call's status in the trailers.
+//!
+//! Through tonic, every message of a stream is copied into a growing decode
+//! buffer and every answer once more into an encode buffer; at [256,4096]
+//! f32 raw that made a stream message cost the server about a quarter more
+//! than the same unary call.
+
+use super::direct::{encoded, grpc_response, ok_trailers, Answers};
+use super::request::Messages;
+use crate::proto::v1::ForwardRequest;
+use bytes::Bytes;
+use futures::StreamExt;
+use http::HeaderMap;
+use http_body::Frame;
+use http_body_util::StreamBody;
+use std::convert::Infallible;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::body::Body;
+use tonic::Status;
+
+/// Answers a ForwardStream call admitted as `answers` (or refused): one
+/// answer per request message, in order, each of at most `max` bytes, read
+/// and written as they come; the first error ends the stream with its
+/// status.
+pub async fn forward<A: Answers>(
+    req: http::Request<Body>,
+    max: usize,
+    answers: Result<A, Status>,
+) -> Result<http::Response<Body>, Infallible> {
+    let answers = match answers {
+        Ok(answers) => answers,
+        Err(status) => return Ok(status.into_http()),
+    };
+    let mut messages = Messages::<ForwardRequest>::new(req.into_body(), max);
+    // Two answers ahead at most: a client that stops reading stops the
+    // reading of its requests too.
+    let (tx, rx) = mpsc::channel::<Frame<Bytes>>(2);
+    tokio::spawn(async move {
+        let status = loop {
+            let answer = match messages.next().await {
+                Ok(Some(m)) => answers.answer(m).await.and_then(|r| encoded(r, max)),
+                Ok(None) => break None,
+                Err(status) => Err(status),
+            };
+            match answer {
+                Ok(message) => {
+                    if tx.send(Frame::data(message)).await.is_err() {
+                        // The client is gone.
+                        return;
+                    }
+                }
+                Err(status) => break Some(status),
+            }
+        };
+        // Only fails when the client is gone, and then nobody is told.
+        let _ = tx.send(Frame::trailers(trailers(status))).await;
+    });
+    let body = StreamBody::new(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
+    Ok(grpc_response(Body::new(body)))
+}
+
+/// The trailers that end the stream: OK, or the status of its first error.
+fn trailers(status: Option<Status>) -> HeaderMap {
+    let Some(status) = status else {
+        return ok_trailers();
+    };
+    let mut trailers = HeaderMap::new();
+    if let Err(unencodable) = status.add_header(&mut trailers) {
+        // Only a message that cannot be a header value gets here.
+        trailers.clear();
+        let _ = Status::new(unencodable.code(), "").add_header(&mut trailers);
+    }
+    trailers
+}
