@@ -3,10 +3,12 @@
 
 mod harness;
 
-use harness::reference::{jacobian, max_abs_diff, values};
-use harness::wire::{expect, read, tensor, Kind, ALL_KINDS};
+use harness::reference::{jacobian, max_abs_diff, per_row, softmax, values};
+use harness::wire::{expect, tensor, Kind, ALL_KINDS};
 use harness::TestServer;
+use softmaxd::proto::v1::softmax_service_client::SoftmaxServiceClient;
 use softmaxd::proto::v1::{ForwardRequest, JacobianRequest};
+use tonic::transport::Channel;
 use tonic::Code;
 
 #[tokio::test]
@@ -97,6 +99,27 @@ async fn jacobian_from_output_equals_from_logits() {
     server.stop().await.unwrap();
 }
 
+/// The values of every message of a JacobianStream of `[k, k]` matrices of
+/// `kind`, in order, and the number of vectors in each; checks that each
+/// message's `first_row` follows on from the last.
+async fn streamed(
+    client: &mut SoftmaxServiceClient<Channel>,
+    req: JacobianRequest,
+    k: u32,
+    kind: Kind,
+) -> (Vec<f64>, Vec<u32>) {
+    let mut stream = client.jacobian_stream(req).await.unwrap().into_inner();
+    let (mut all, mut sizes, mut next_row) = (Vec::new(), Vec::new(), 0u64);
+    while let Some(msg) = stream.message().await.unwrap() {
+        assert_eq!(msg.first_row, next_row, "{kind:?}");
+        let n = msg.jacobian.as_ref().map_or(0, |t| t.shape[0]);
+        all.extend(expect(msg.jacobian, &[n, k, k], kind));
+        sizes.push(n);
+        next_row += u64::from(n);
+    }
+    (all, sizes)
+}
+
 #[tokio::test]
 async fn stream_sends_the_same_values_in_chunks_of_whole_vectors() {
     let mut config = softmaxd::server::Config::for_tests();
@@ -111,26 +134,8 @@ async fn stream_sends_the_same_values_in_chunks_of_whole_vectors() {
         temperature: None,
         log: false,
     };
-    let mut stream = client
-        .jacobian_stream(req.clone())
-        .await
-        .unwrap()
-        .into_inner();
-    let mut all = Vec::new();
-    let mut next_row = 0u64;
-    let mut messages = 0;
-    while let Some(msg) = stream.message().await.unwrap() {
-        assert_eq!(msg.first_row, next_row);
-        let t = msg.jacobian.unwrap();
-        let n = t.shape[0] as u64;
-        assert_eq!(&t.shape[1..], &[k as u32, k as u32]);
-        assert!(n <= 3);
-        all.extend(read(&t).1);
-        next_row += n;
-        messages += 1;
-    }
-    assert_eq!(next_row, rows as u64);
-    assert_eq!(messages, 3);
+    let (all, sizes) = streamed(&mut client, req.clone(), k as u32, Kind::F32Raw).await;
+    assert_eq!(sizes, [3, 3, 2]);
     let unary = client.jacobian(req).await.unwrap().into_inner();
     let want = expect(unary.jacobian, &[2, 4, k as u32, k as u32], Kind::F32Raw);
     assert_eq!(all, want);
@@ -184,5 +189,45 @@ async fn stream_of_an_empty_batch_sends_one_empty_message() {
     let msg = stream.message().await.unwrap().expect("one message");
     assert_eq!(msg.jacobian.unwrap().shape, vec![0, 3, 3]);
     assert!(stream.message().await.unwrap().is_none());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn stream_chunks_of_every_kind_match_the_unary_answer() {
+    let mut config = softmaxd::server::Config::for_tests();
+    config.stream_chunk_bytes = 10 * 10 * 8 * 2; // two f64 or four f32 vectors
+    let server = TestServer::start_with(config).await;
+    let mut client = server.client().await;
+    let (rows, k) = (9usize, 10u32);
+    for (i, kind) in ALL_KINDS.into_iter().enumerate() {
+        let x = kind.round(&values(rows * k as usize, 10 + i as u64, -4.0, 4.0));
+        let req = JacobianRequest {
+            logits: None,
+            output: Some(tensor(
+                &[rows as u32, k],
+                &per_row(&x, k as usize, |r| softmax(r, 2.0)),
+                kind,
+            )),
+            temperature: Some(2.0),
+            log: false,
+        };
+        let (all, sizes) = streamed(&mut client, req.clone(), k, kind).await;
+        let per_message = if matches!(kind, Kind::F32Typed | Kind::F32Raw) {
+            4
+        } else {
+            2
+        };
+        assert!(
+            sizes.iter().all(|&n| n <= per_message),
+            "{kind:?}: {sizes:?}"
+        );
+        assert_eq!(sizes.iter().sum::<u32>(), rows as u32, "{kind:?}");
+        let unary = client.jacobian(req).await.unwrap().into_inner();
+        assert_eq!(
+            all,
+            expect(unary.jacobian, &[rows as u32, k, k], kind),
+            "{kind:?}"
+        );
+    }
     server.stop().await.unwrap();
 }

@@ -12,15 +12,18 @@
 //! which also serves every other method. The echo service takes the same
 //! route, so that it stays the ceiling of the transport softmaxd uses.
 
-use super::{request, stream};
+use super::{request, stream as streams};
 use crate::proto::v1::softmax_service_server::{SoftmaxService, SoftmaxServiceServer};
 use crate::proto::v1::{
     BackwardRequest, BackwardResponse, CrossEntropyRequest, CrossEntropyResponse, ForwardRequest,
     ForwardResponse, JacobianRequest, JacobianResponse,
 };
-use crate::service::{prefix, Echo, Encoded, ForwardAnswers, Reply, Softmax, PREFIX};
+use crate::service::{
+    prefix, Echo, Encoded, ForwardAnswers, JacobianAnswers, Reply, Softmax, PREFIX,
+};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
+use futures::{stream, Stream};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::HeaderMap;
 use http_body::Frame;
@@ -38,6 +41,7 @@ const BACKWARD: &str = "/softmax.v1.SoftmaxService/Backward";
 const JACOBIAN: &str = "/softmax.v1.SoftmaxService/Jacobian";
 const CROSS_ENTROPY: &str = "/softmax.v1.SoftmaxService/CrossEntropy";
 const FORWARD_STREAM: &str = "/softmax.v1.SoftmaxService/ForwardStream";
+const JACOBIAN_STREAM: &str = "/softmax.v1.SoftmaxService/JacobianStream";
 
 /// A service whose unary methods may answer with a response already
 /// encoded.
@@ -47,6 +51,12 @@ pub trait Unary: SoftmaxService + Clone {
 
     /// Admits a ForwardStream call, or refuses it.
     fn forward_answers(&self) -> Result<Self::Answers, Status>;
+
+    /// The messages of one JacobianStream call.
+    type JacobianAnswers: Stream<Item = Result<Reply<JacobianResponse>, Status>> + Send + 'static;
+
+    /// Admits a JacobianStream call and starts its messages, or refuses it.
+    fn jacobian_answers(&self, req: JacobianRequest) -> Result<Self::JacobianAnswers, Status>;
     fn forward(
         &self,
         req: ForwardRequest,
@@ -88,6 +98,12 @@ impl Unary for Softmax {
     fn forward_answers(&self) -> Result<ForwardAnswers, Status> {
         Softmax::forward_answers(self)
     }
+
+    type JacobianAnswers = JacobianAnswers;
+
+    fn jacobian_answers(&self, req: JacobianRequest) -> Result<JacobianAnswers, Status> {
+        Softmax::jacobian_answers(self, req)
+    }
     fn forward(
         &self,
         req: ForwardRequest,
@@ -121,6 +137,13 @@ impl Unary for Echo {
 
     fn forward_answers(&self) -> Result<Echo, Status> {
         Ok(Echo)
+    }
+
+    type JacobianAnswers =
+        stream::Iter<std::array::IntoIter<Result<Reply<JacobianResponse>, Status>, 1>>;
+
+    fn jacobian_answers(&self, req: JacobianRequest) -> Result<Self::JacobianAnswers, Status> {
+        Ok(stream::iter([Ok(Reply::Message(Echo::jacobian_of(req)))]))
     }
     async fn forward(&self, req: ForwardRequest) -> Result<Reply<ForwardResponse>, Status> {
         Ok(Reply::Message(Echo::forward_of(req)))
@@ -221,7 +244,10 @@ impl<S: Unary> Service<http::Request<Body>> for Direct<S> {
             CROSS_ENTROPY => Box::pin(unary(req, max, async move |m| {
                 Unary::cross_entropy(&service, m).await
             })),
-            FORWARD_STREAM => Box::pin(stream::forward(req, max, Unary::forward_answers(&service))),
+            JACOBIAN_STREAM => Box::pin(streams::jacobian(req, max, service)),
+            FORWARD_STREAM => {
+                Box::pin(streams::forward(req, max, Unary::forward_answers(&service)))
+            }
             _ => self.generated.call(req),
         }
     }
@@ -279,7 +305,7 @@ fn encode(m: &impl prost::Message, max: usize) -> Result<Bytes, Status> {
 /// A successful gRPC response carrying one message (prefix included).
 fn answer(message: Bytes) -> http::Response<Body> {
     let frames = [Frame::data(message), Frame::trailers(ok_trailers())].map(Ok::<_, Infallible>);
-    grpc_response(Body::new(StreamBody::new(futures::stream::iter(frames))))
+    grpc_response(Body::new(StreamBody::new(stream::iter(frames))))
 }
 
 /// The trailers of a call that succeeded.

@@ -1,15 +1,17 @@
-//! ForwardStream answered directly: each request message read out of its
-//! DATA frames as a unary request is (`request::Messages`), each answer sent
-//! as the service encoded it, and the call's status in the trailers.
+//! ForwardStream and JacobianStream answered directly: request messages
+//! read out of their DATA frames as a unary request is
+//! (`request::Messages`), each answer sent as the service encoded it, and
+//! the call's status in the trailers.
 //!
 //! Through tonic, every message of a stream is copied into a growing decode
 //! buffer and every answer once more into an encode buffer; at [256,4096]
-//! f32 raw that made a stream message cost the server about a quarter more
-//! than the same unary call.
+//! f32 raw that made a ForwardStream message cost the server about a
+//! quarter more than the same unary call.
 
-use super::direct::{encoded, grpc_response, ok_trailers, Answers};
+use super::direct::{encoded, grpc_response, ok_trailers, Answers, Unary};
+use super::request;
 use super::request::Messages;
-use crate::proto::v1::ForwardRequest;
+use crate::proto::v1::{ForwardRequest, JacobianRequest, JacobianResponse};
 use bytes::Bytes;
 use futures::StreamExt;
 use http::HeaderMap;
@@ -59,6 +61,37 @@ pub async fn forward<A: Answers>(
         let _ = tx.send(Frame::trailers(trailers(status))).await;
     });
     let body = StreamBody::new(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
+    Ok(grpc_response(Body::new(body)))
+}
+
+/// Answers a JacobianStream call: its one request read as a unary one,
+/// then the service's messages as they are computed (the producer waits
+/// for the client), and the status of the first error or OK.
+pub async fn jacobian<S: Unary>(
+    req: http::Request<Body>,
+    max: usize,
+    service: S,
+) -> Result<http::Response<Body>, Infallible> {
+    let answers = match request::message::<JacobianRequest, JacobianResponse>(req.into_body(), max)
+        .await
+        .and_then(|m| service.jacobian_answers(m))
+    {
+        Ok(answers) => answers,
+        Err(status) => return Ok(status.into_http()),
+    };
+    let frames = futures::stream::unfold(Some(Box::pin(answers)), move |answers| async move {
+        let mut answers = answers?;
+        let frame = match answers.next().await {
+            Some(Ok(reply)) => match encoded(reply, max) {
+                Ok(message) => return Some((Frame::data(message), Some(answers))),
+                Err(status) => trailers(Some(status)),
+            },
+            Some(Err(status)) => trailers(Some(status)),
+            None => trailers(None),
+        };
+        Some((Frame::trailers(frame), None))
+    });
+    let body = StreamBody::new(frames.map(Ok::<_, Infallible>));
     Ok(grpc_response(Body::new(body)))
 }
 

@@ -96,6 +96,9 @@ pub struct Framed<F: Wire> {
     leading: std::ops::Range<usize>,
 }
 
+/// JacobianResponse's `first_row`.
+const FIRST_ROW_FIELD: u32 = 2;
+
 /// CrossEntropyResponse's field numbers: `loss`, then `grad_logits`.
 const LOSS_FIELD: u32 = 1;
 const GRAD_FIELD: u32 = 2;
@@ -119,7 +122,24 @@ impl<F: Wire> Framed<F> {
             shape,
             n,
         };
-        Self::build(None, part, encoding)
+        Self::build(None, part, encoding, 0)
+    }
+
+    /// Room for one JacobianStream message: `n` values of `shape` from
+    /// vector `first_row` on. The `first_row` field (left out when 0, as
+    /// proto3 does) goes ahead of the tensor, which any decoder accepts.
+    pub fn jacobian_chunk(
+        shape: &[u32],
+        n: usize,
+        first_row: u64,
+        encoding: Encoding,
+    ) -> Option<Self> {
+        let part = Part {
+            field: RESULT_FIELD,
+            shape,
+            n,
+        };
+        Self::build(None, part, encoding, first_row)
     }
 
     /// Room for a CrossEntropyResponse: `m` losses of shape `loss_shape`
@@ -142,10 +162,15 @@ impl<F: Wire> Framed<F> {
             shape,
             n,
         };
-        Self::build(Some(loss), grad, encoding)
+        Self::build(Some(loss), grad, encoding, 0)
     }
 
-    fn build(leading: Option<Part<'_>>, values: Part<'_>, encoding: Encoding) -> Option<Self> {
+    fn build(
+        leading: Option<Part<'_>>,
+        values: Part<'_>,
+        encoding: Encoding,
+        first_row: u64,
+    ) -> Option<Self> {
         let width = std::mem::size_of::<F>();
         let field = F::field(encoding);
         // The length of a part's Tensor, checked against overflow (which
@@ -166,6 +191,9 @@ impl<F: Wire> Framed<F> {
         }
         let tensor_len = tensor(&values)?;
         let mut message = field_len(&values, tensor_len);
+        if first_row != 0 {
+            message += key_len(FIRST_ROW_FIELD) + encoded_len_varint(first_row);
+        }
         let leading_len = match &leading {
             Some(l) => {
                 let len = tensor(l)?;
@@ -187,6 +215,10 @@ impl<F: Wire> Framed<F> {
         };
         let mut head = Vec::with_capacity(PREFIX + 64);
         head.extend_from_slice(&message_prefix);
+        if first_row != 0 {
+            encode_key(FIRST_ROW_FIELD, WireType::Varint, &mut head);
+            encode_varint(first_row, &mut head);
+        }
         let mut leading_at = 0..0;
         if let (Some(l), Some(len)) = (&leading, leading_len) {
             put_head(l, len, &mut head);
@@ -245,7 +277,9 @@ impl<F: Wire> Framed<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::v1::{BackwardResponse, CrossEntropyResponse, ForwardResponse, Tensor};
+    use crate::proto::v1::{
+        BackwardResponse, CrossEntropyResponse, ForwardResponse, JacobianResponse, Tensor,
+    };
     use crate::service::tensor::to_tensor;
     use prost::Message;
 
@@ -388,5 +422,36 @@ mod tests {
     fn no_values_are_left_to_tonic() {
         assert!(Framed::<f32>::new(&[0, 7], 0, Encoding::Raw).is_none());
         assert!(Framed::<f64>::new(&[0], 0, Encoding::Typed).is_none());
+    }
+
+    #[test]
+    fn a_jacobian_chunk_decodes_with_its_first_row() {
+        fn check<F: Wire>(first_row: u64, encoding: Encoding) {
+            let (n, k) = (3usize, 5u32);
+            let v: Vec<F> = (0..n * 25).map(|i| F::of(i as f64 * 0.5 - 7.0)).collect();
+            let shape = [n as u32, k, k];
+            let mut f = Framed::<F>::jacobian_chunk(&shape, v.len(), first_row, encoding).unwrap();
+            f.values_mut().copy_from_slice(&v);
+            let all = f.finish().message;
+            let msg = all.slice(PREFIX..);
+            assert_eq!(&all[1..PREFIX], &(msg.len() as u32).to_be_bytes());
+            let got = JacobianResponse::decode(msg).unwrap();
+            let want = JacobianResponse {
+                jacobian: Some(to_tensor(shape.to_vec(), v, encoding)),
+                first_row,
+            };
+            assert_eq!(
+                got,
+                want,
+                "{:?} {encoding:?} from row {first_row}",
+                F::DTYPE
+            );
+        }
+        for encoding in [Encoding::Raw, Encoding::Typed] {
+            for first_row in [0, 1, 127, 128, 300_000, u64::MAX] {
+                check::<f32>(first_row, encoding);
+                check::<f64>(first_row, encoding);
+            }
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use super::call::Call;
 use super::framed::Reply;
-use super::jacobian::JacobianStream;
+use super::jacobian::{JacobianAnswers, JacobianStream};
 use super::{Admission, Error, Softmax};
 use crate::proto::v1::softmax_service_server::SoftmaxService;
 use crate::proto::v1::{
@@ -104,6 +104,18 @@ impl Softmax {
             _admitted: admitted,
         });
         call.finish(answers).map(Response::into_inner)
+    }
+
+    /// Admits a JacobianStream call and starts producing its messages, raw
+    /// ones already encoded, for a caller that sends them itself.
+    pub fn jacobian_answers(&self, req: JacobianRequest) -> Result<JacobianAnswers, Status> {
+        let call = Call::start("JacobianStream");
+        let r = {
+            let _enter = call.span().enter();
+            self.admit()
+                .and_then(|admitted| self.jacobian_answers_start(req, &call, admitted, true))
+        };
+        call.finish(r).map(Response::into_inner)
     }
 
     /// Runs one unary call of `method`: admitted, inside its span, and

@@ -9,9 +9,11 @@ use super::validate::inv_temperature;
 use super::{call::Call, Admission, Error, Softmax};
 use crate::kernel::{self, Exec, Form};
 use crate::proto::v1::{JacobianRequest, JacobianResponse, Tensor};
+use futures::StreamExt;
 use ndarray::{ArrayView2, ArrayViewMut3, Axis};
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 /// A validated Jacobian request, ready to compute any range of vectors.
@@ -105,8 +107,19 @@ fn job(req: JacobianRequest, call: &Call) -> Result<AnyJob, Error> {
     })
 }
 
-/// The stream JacobianStream answers with.
-pub type JacobianStream = tokio_stream::wrappers::ReceiverStream<Result<JacobianResponse, Status>>;
+/// The messages of a JacobianStream, each encoded already if asked to be.
+pub type JacobianAnswers = ReceiverStream<Result<Reply<JacobianResponse>, Status>>;
+
+/// The stream JacobianStream answers with through tonic.
+pub type JacobianStream = futures::stream::Map<
+    JacobianAnswers,
+    fn(Result<Reply<JacobianResponse>, Status>) -> Result<JacobianResponse, Status>,
+>;
+
+/// A message of a stream that was not asked to be encoded.
+fn message(reply: Result<Reply<JacobianResponse>, Status>) -> Result<JacobianResponse, Status> {
+    reply.and_then(|r| r.into_message().map_err(Status::from))
+}
 
 impl Softmax {
     /// Serves one unary Jacobian request; the answer comes back encoded
@@ -161,27 +174,42 @@ impl Softmax {
         .await
     }
 
-    /// Validates a JacobianStream request and starts producing its messages.
+    /// Validates a JacobianStream request and starts producing its messages
+    /// for tonic to encode.
     pub(super) fn jacobian_stream_start(
         &self,
         req: JacobianRequest,
         call: &Call,
         admitted: Admission,
     ) -> Result<JacobianStream, Error> {
+        let answers = self.jacobian_answers_start(req, call, admitted, false)?;
+        Ok(answers.map(message as fn(_) -> _))
+    }
+
+    /// Validates a JacobianStream request and starts producing its
+    /// messages, raw ones encoded when `encode` asks for it.
+    pub(super) fn jacobian_answers_start(
+        &self,
+        req: JacobianRequest,
+        call: &Call,
+        admitted: Admission,
+        encode: bool,
+    ) -> Result<JacobianAnswers, Error> {
         // Two messages in flight at most: the producer waits for the client.
         let (tx, rx) = mpsc::channel(2);
         match job(req, call)? {
-            AnyJob::F32(j) => self.spawn_stream(j, tx, admitted)?,
-            AnyJob::F64(j) => self.spawn_stream(j, tx, admitted)?,
+            AnyJob::F32(j) => self.spawn_stream(j, tx, admitted, encode)?,
+            AnyJob::F64(j) => self.spawn_stream(j, tx, admitted, encode)?,
         }
-        Ok(JacobianStream::new(rx))
+        Ok(ReceiverStream::new(rx))
     }
 
     fn spawn_stream<F: Wire>(
         &self,
         job: Job<F>,
-        tx: mpsc::Sender<Result<JacobianResponse, Status>>,
+        tx: mpsc::Sender<Result<Reply<JacobianResponse>, Status>>,
         admitted: Admission,
+        encode: bool,
     ) -> Result<(), Error> {
         let width = std::mem::size_of::<F>();
         let per_vector = job.elements(1).unwrap_or(usize::MAX);
@@ -208,12 +236,25 @@ impl Softmax {
                 let elements = chunk.elements(n).unwrap_or(usize::MAX);
                 let msg = service
                     .run(elements, move |exec, cancel| {
-                        let out = chunk.compute(first, n, exec, cancel)?;
                         let k = chunk.x.k as u32;
-                        Ok(JacobianResponse {
-                            jacobian: Some(to_tensor(vec![n as u32, k, k], out, chunk.x.encoding)),
+                        let shape = [n as u32, k, k];
+                        let encoding = chunk.x.encoding;
+                        // Computed straight into the encoded message, as
+                        // a unary Jacobian is.
+                        if let Some(mut framed) = encode
+                            .then(|| {
+                                Framed::jacobian_chunk(&shape, elements, first as u64, encoding)
+                            })
+                            .flatten()
+                        {
+                            chunk.compute_into(first, n, framed.values_mut(), exec, cancel)?;
+                            return Ok(Reply::Encoded(framed.finish()));
+                        }
+                        let out = chunk.compute(first, n, exec, cancel)?;
+                        Ok(Reply::Message(JacobianResponse {
+                            jacobian: Some(to_tensor(shape.to_vec(), out, encoding)),
                             first_row: first as u64,
-                        })
+                        }))
                     })
                     .await
                     .map_err(Status::from);

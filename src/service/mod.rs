@@ -20,6 +20,7 @@ pub use echo::Echo;
 pub use error::Error;
 pub use framed::{declared, prefix, Encoded, Reply, PREFIX};
 pub use handlers::ForwardAnswers;
+pub use jacobian::JacobianAnswers;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
