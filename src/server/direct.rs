@@ -1,16 +1,17 @@
-//! The SoftmaxService endpoint with its unary methods answered directly:
-//! the request decoded where h2 read it (or assembled once), and the
-//! results (raw or typed) computed straight into the encoded response,
-//! which goes to h2 as it is, with no second copy through tonic's encoder
-//! (see `service::Reply`). Through tonic, a request was copied into a
-//! decode buffer that grew frame by frame and the answer copied into the
-//! message after the kernel: `memmove` was a quarter of a CrossEntropy
-//! [64,1000] call and 30% of a Jacobian [4,1000] one.
+//! The SoftmaxService endpoint with its methods answered directly (the
+//! streaming ones in `stream.rs`): each request decoded where h2 read it
+//! (or assembled once), and the results (raw or typed) computed straight
+//! into the encoded response, which goes to h2 as it is, with no second
+//! copy through tonic's encoder (see `service::Reply`). Through tonic, a
+//! request was copied into a decode buffer that grew frame by frame and
+//! the answer copied into the message after the kernel: `memmove` was a
+//! quarter of a CrossEntropy [64,1000] call and 30% of a Jacobian [4,1000]
+//! one.
 //!
 //! Only uncompressed calls take this route: a compressed request, or a
-//! response that should be compressed, goes through tonic's own handler,
-//! which also serves every other method. The echo service takes the same
-//! route, so that it stays the ceiling of the transport softmaxd uses.
+//! response that should be compressed, goes through tonic's own handler.
+//! The echo service takes the same route, so that it stays the ceiling of
+//! the transport softmaxd uses.
 
 use super::{request, stream as streams};
 use crate::proto::v1::softmax_service_server::{SoftmaxService, SoftmaxServiceServer};
@@ -43,8 +44,8 @@ const CROSS_ENTROPY: &str = "/softmax.v1.SoftmaxService/CrossEntropy";
 const FORWARD_STREAM: &str = "/softmax.v1.SoftmaxService/ForwardStream";
 const JACOBIAN_STREAM: &str = "/softmax.v1.SoftmaxService/JacobianStream";
 
-/// A service whose unary methods may answer with a response already
-/// encoded.
+/// A service whose unary and streaming methods may answer with messages
+/// already encoded.
 pub trait Unary: SoftmaxService + Clone {
     /// What answers the messages of one ForwardStream call.
     type Answers: Answers;
