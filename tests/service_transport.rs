@@ -74,6 +74,38 @@ async fn compressed_requests_and_responses() {
             .flat_map(|(x, y)| cross_entropy(x, y, 1.0).1)
             .collect();
         assert!(max_abs_diff(&got, &want) < 1e-12);
+        // And the streaming ones: compressed streams go through tonic.
+        let req = JacobianRequest {
+            logits: Some(tensor(&[4, 100], &x, Kind::F64Raw)),
+            ..JacobianRequest::default()
+        };
+        let mut stream = client.jacobian_stream(req).await.unwrap().into_inner();
+        let mut got = Vec::new();
+        while let Some(msg) = stream.message().await.unwrap() {
+            assert_eq!(msg.first_row, got.len() as u64 / 10_000, "{enc:?}");
+            let n = msg.jacobian.as_ref().map_or(0, |t| t.shape[0]);
+            got.extend(expect(msg.jacobian, &[n, 100, 100], Kind::F64Raw));
+        }
+        let want = per_row(&x, 100, |r| jacobian(r, 1.0, false));
+        assert!(max_abs_diff(&got, &want) < 1e-12, "{enc:?}");
+        let reqs = [ForwardRequest {
+            logits: Some(tensor(&[4, 100], &x, Kind::F64Raw)),
+            temperature: Some(0.5),
+            log: false,
+        }];
+        let mut answers = client
+            .forward_stream(tokio_stream::iter(reqs))
+            .await
+            .unwrap()
+            .into_inner();
+        let got = expect(
+            answers.message().await.unwrap().unwrap().output,
+            &[4, 100],
+            Kind::F64Raw,
+        );
+        let want = per_row(&x, 100, |r| softmax(r, 0.5));
+        assert!(max_abs_diff(&got, &want) < 1e-12, "{enc:?}");
+        assert!(answers.message().await.unwrap().is_none());
     }
     server.stop().await.unwrap();
 }

@@ -4,7 +4,7 @@
 
 use super::call::Call;
 use super::framed::Reply;
-use super::jacobian::{JacobianAnswers, JacobianStream};
+use super::jacobian::{unencoded, JacobianAnswers, JacobianStream};
 use super::{Admission, Error, Softmax};
 use crate::proto::v1::softmax_service_server::SoftmaxService;
 use crate::proto::v1::{
@@ -109,11 +109,21 @@ impl Softmax {
     /// Admits a JacobianStream call and starts producing its messages, raw
     /// ones already encoded, for a caller that sends them itself.
     pub fn jacobian_answers(&self, req: JacobianRequest) -> Result<JacobianAnswers, Status> {
+        self.jacobian_stream_call(req, true)
+    }
+
+    /// Admits a JacobianStream call and starts producing its messages, raw
+    /// ones encoded when `encode` asks for it.
+    fn jacobian_stream_call(
+        &self,
+        req: JacobianRequest,
+        encode: bool,
+    ) -> Result<JacobianAnswers, Status> {
         let call = Call::start("JacobianStream");
         let r = {
             let _enter = call.span().enter();
             self.admit()
-                .and_then(|admitted| self.jacobian_answers_start(req, &call, admitted, true))
+                .and_then(|admitted| self.jacobian_answers_start(req, &call, admitted, encode))
         };
         call.finish(r).map(Response::into_inner)
     }
@@ -172,13 +182,8 @@ impl SoftmaxService for Softmax {
         &self,
         req: Request<JacobianRequest>,
     ) -> Result<Response<Self::JacobianStreamStream>, Status> {
-        let call = Call::start("JacobianStream");
-        let r = {
-            let _enter = call.span().enter();
-            self.admit()
-                .and_then(|admitted| self.jacobian_stream_start(req.into_inner(), &call, admitted))
-        };
-        call.finish(r)
+        self.jacobian_stream_call(req.into_inner(), false)
+            .map(|answers| Response::new(unencoded(answers)))
     }
 
     type ForwardStreamStream = ForwardStream;

@@ -61,6 +61,27 @@ impl<F: Wire> Job<F> {
         Ok(out)
     }
 
+    /// The Jacobians of vectors `first..first + n`, of `shape`: computed
+    /// straight into `framed`, an encoded answer, when there is one (the
+    /// Jacobian is k times the input, and copying it into a message after
+    /// the kernel was 30% of a [4,1000] call), else into a tensor.
+    fn answer(
+        &self,
+        first: usize,
+        n: usize,
+        shape: Vec<u32>,
+        framed: Option<Framed<F>>,
+        exec: Exec,
+        cancel: &Cancel,
+    ) -> Result<Reply<Tensor>, Error> {
+        if let Some(mut framed) = framed {
+            self.compute_into(first, n, framed.values_mut(), exec, cancel)?;
+            return Ok(Reply::Encoded(framed.finish()));
+        }
+        let out = self.compute(first, n, exec, cancel)?;
+        Ok(Reply::Message(to_tensor(shape, out, self.x.encoding)))
+    }
+
     /// The Jacobians of vectors `first..first + n`, written into `out`.
     fn compute_into(
         &self,
@@ -116,6 +137,11 @@ pub type JacobianStream = futures::stream::Map<
     fn(Result<Reply<JacobianResponse>, Status>) -> Result<JacobianResponse, Status>,
 >;
 
+/// The messages of a stream that was not asked to encode them, for tonic.
+pub(super) fn unencoded(answers: JacobianAnswers) -> JacobianStream {
+    answers.map(message as fn(_) -> _)
+}
+
 /// A message of a stream that was not asked to be encoded.
 fn message(reply: Result<Reply<JacobianResponse>, Status>) -> Result<JacobianResponse, Status> {
     reply.and_then(|r| r.into_message().map_err(Status::from))
@@ -158,32 +184,12 @@ impl Softmax {
         self.run(elements, move |exec, cancel| {
             let mut shape = job.x.batch_dims();
             shape.extend([job.x.k as u32, job.x.k as u32]);
-            // Computed straight into the encoded answer: the Jacobian is
-            // k times the input, and copying it into a message after the
-            // kernel was 30% of a [4,1000] call.
-            if let Some(mut framed) = encode
+            let framed = encode
                 .then(|| Framed::new(&shape, elements, job.x.encoding))
-                .flatten()
-            {
-                job.compute_into(0, rows, framed.values_mut(), exec, cancel)?;
-                return Ok(Reply::Encoded(framed.finish()));
-            }
-            let out = job.compute(0, rows, exec, cancel)?;
-            Ok(Reply::Message(to_tensor(shape, out, job.x.encoding)))
+                .flatten();
+            job.answer(0, rows, shape, framed, exec, cancel)
         })
         .await
-    }
-
-    /// Validates a JacobianStream request and starts producing its messages
-    /// for tonic to encode.
-    pub(super) fn jacobian_stream_start(
-        &self,
-        req: JacobianRequest,
-        call: &Call,
-        admitted: Admission,
-    ) -> Result<JacobianStream, Error> {
-        let answers = self.jacobian_answers_start(req, call, admitted, false)?;
-        Ok(answers.map(message as fn(_) -> _))
     }
 
     /// Validates a JacobianStream request and starts producing its
@@ -237,23 +243,18 @@ impl Softmax {
                 let msg = service
                     .run(elements, move |exec, cancel| {
                         let k = chunk.x.k as u32;
-                        let shape = [n as u32, k, k];
-                        let encoding = chunk.x.encoding;
-                        // Computed straight into the encoded message, as
-                        // a unary Jacobian is.
-                        if let Some(mut framed) = encode
+                        let shape = vec![n as u32, k, k];
+                        let first_row = first as u64;
+                        let framed = encode
                             .then(|| {
-                                Framed::jacobian_chunk(&shape, elements, first as u64, encoding)
+                                let encoding = chunk.x.encoding;
+                                Framed::jacobian_chunk(&shape, elements, first_row, encoding)
                             })
-                            .flatten()
-                        {
-                            chunk.compute_into(first, n, framed.values_mut(), exec, cancel)?;
-                            return Ok(Reply::Encoded(framed.finish()));
-                        }
-                        let out = chunk.compute(first, n, exec, cancel)?;
-                        Ok(Reply::Message(JacobianResponse {
-                            jacobian: Some(to_tensor(shape.to_vec(), out, encoding)),
-                            first_row: first as u64,
+                            .flatten();
+                        let reply = chunk.answer(first, n, shape, framed, exec, cancel)?;
+                        Ok(reply.map(|t| JacobianResponse {
+                            jacobian: Some(t),
+                            first_row,
                         }))
                     })
                     .await
