@@ -12,8 +12,8 @@ use super::direct::{encoded, grpc_response, ok_trailers, Answers, Unary};
 use super::request;
 use super::request::Messages;
 use crate::proto::v1::{ForwardRequest, JacobianRequest, JacobianResponse};
-use bytes::Bytes;
-use futures::StreamExt;
+use crate::service::Reply;
+use futures::{Stream, StreamExt};
 use http::HeaderMap;
 use http_body::Frame;
 use http_body_util::StreamBody;
@@ -39,29 +39,23 @@ pub async fn forward<A: Answers>(
     let mut messages = Messages::<ForwardRequest>::new(req.into_body(), max);
     // Two answers ahead at most: a client that stops reading stops the
     // reading of its requests too.
-    let (tx, rx) = mpsc::channel::<Frame<Bytes>>(2);
+    let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
-        let status = loop {
+        loop {
             let answer = match messages.next().await {
-                Ok(Some(m)) => answers.answer(m).await.and_then(|r| encoded(r, max)),
-                Ok(None) => break None,
+                Ok(Some(m)) => answers.answer(m).await,
+                // Closing the channel ends the answers with OK.
+                Ok(None) => return,
                 Err(status) => Err(status),
             };
-            match answer {
-                Ok(message) => {
-                    if tx.send(Frame::data(message)).await.is_err() {
-                        // The client is gone.
-                        return;
-                    }
-                }
-                Err(status) => break Some(status),
+            let failed = answer.is_err();
+            // Fails only when the client is gone.
+            if tx.send(answer).await.is_err() || failed {
+                return;
             }
-        };
-        // Only fails when the client is gone, and then nobody is told.
-        let _ = tx.send(Frame::trailers(trailers(status))).await;
+        }
     });
-    let body = StreamBody::new(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
-    Ok(grpc_response(Body::new(body)))
+    Ok(grpc_response(body(ReceiverStream::new(rx), max)))
 }
 
 /// Answers a JacobianStream call: its one request read as a unary one,
@@ -79,9 +73,19 @@ pub async fn jacobian<S: Unary>(
         Ok(answers) => answers,
         Err(status) => return Ok(status.into_http()),
     };
+    Ok(grpc_response(body(answers, max)))
+}
+
+/// The body of a streaming answer: each message, encoded here unless it
+/// already is, then the trailers: OK once `answers` ends, or the status of
+/// its first error, after which nothing more is read from it.
+fn body<M: prost::Message + 'static>(
+    answers: impl Stream<Item = Result<Reply<M>, Status>> + Send + 'static,
+    max: usize,
+) -> Body {
     let frames = futures::stream::unfold(Some(Box::pin(answers)), move |answers| async move {
         let mut answers = answers?;
-        let frame = match answers.next().await {
+        let trailers = match answers.next().await {
             Some(Ok(reply)) => match encoded(reply, max) {
                 Ok(message) => return Some((Frame::data(message), Some(answers))),
                 Err(status) => trailers(Some(status)),
@@ -89,10 +93,9 @@ pub async fn jacobian<S: Unary>(
             Some(Err(status)) => trailers(Some(status)),
             None => trailers(None),
         };
-        Some((Frame::trailers(frame), None))
+        Some((Frame::trailers(trailers), None))
     });
-    let body = StreamBody::new(frames.map(Ok::<_, Infallible>));
-    Ok(grpc_response(Body::new(body)))
+    Body::new(StreamBody::new(frames.map(Ok::<_, Infallible>)))
 }
 
 /// The trailers that end the stream: OK, or the status of its first error.
